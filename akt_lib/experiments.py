@@ -1,0 +1,326 @@
+"""Named zero-shot experiments: the ResNet-20 rows of the papers' tables, by name, with profiles.
+
+Every row of methods.md §2d (AKT Table 2), §3d (AIT's main table) and §6 (AdaDFQ Table 2, ZeroQ)
+that this library implements is an experiment here; ``paper_results`` holds the papers' numbers
+with the table they come from. Profiles:
+
+* ``smoke``: CPU seconds, the same code path at toy sizes (tests, live cells);
+* ``short``: the reference's iterations per epoch and warm-up, a tenth of the epochs (LR
+  milestones scaled alike), so activation-range calibration is exactly the reference's;
+* ``paper``: the reference schedule (§1.5).
+
+Command line (``python -m akt_lib zsq --help``)::
+
+    python -m akt_lib zsq list
+    python -m akt_lib zsq run adadfq adadfq+akt --bits w3a3 w4a4 --profile short --seeds 0 1 2
+    python -m akt_lib zsq table --profile short
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .data import DATASETS
+from .records import load_records, results_dir
+from .zsq import ZSQConfig, smoke_config, train_zsq
+
+__all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
+           "run_zeroq", "results_table", "format_table", "main"]
+
+PROFILES = ("smoke", "short", "paper")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A table row: a method's config overrides, the bit-widths it appears at, its baseline."""
+
+    name: str
+    description: str
+    overrides: dict = field(default_factory=dict)
+    bits: tuple[str, ...] = ("w3a3", "w4a4", "w5a5")
+    baseline: str | None = None
+    kind: str = "zsq"  # "zsq" (train_zsq) or "ptq" (ZeroQ distilled data + calibration)
+
+
+_AKT_SCHEDULE = dict(batch_size=200, epochs=200, lr_milestones=(100,))
+_ADADFQ_SCHEDULE = dict(batch_size=16, epochs=400)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("zeroq", "ZeroQ: distilled data from BN statistics, then PTQ calibration (no fine-tuning)",
+               bits=("w4a4", "w5a5"), kind="ptq"),
+    Experiment("gdfq", "GDFQ: generator (CE + 0.1·BNS), student T²·KL + CE"),
+    Experiment("gdfq+ait", "GDFQ + AIT: KL-only student loss, weight decay 0, gradient inundation",
+               dict(student_loss="ait", weight_decay=0.0, inundation=True), bits=("w4a4", "w5a5"), baseline="gdfq"),
+    Experiment("gdfq+akt", "GDFQ + AKT: GDFQ's student loss mixed with refined feature distillation",
+               dict(rfd="paper"), baseline="gdfq"),
+    Experiment("adadfq", "AdaDFQ: adaptive generator losses, entropy student loss (batch 16, 400 epochs)",
+               dict(generator_loss="adadfq", student_loss="adadfq", **_ADADFQ_SCHEDULE)),
+    Experiment("adadfq+akt", "AdaDFQ + AKT: α·RFD + (1−α)·L_KL, AKT's schedule (batch 200, 200 epochs)",
+               dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper", **_AKT_SCHEDULE), baseline="adadfq"),
+    Experiment("adadfq+akt-released", "AdaDFQ + AKT in the released code's loss form (L_KL + 1000·RFD, sums)",
+               dict(generator_loss="adadfq", student_loss="adadfq", rfd="released", **_AKT_SCHEDULE),
+               baseline="adadfq"),
+    Experiment("adadfq-bs200-rfd0", "Control: what AKT's released trainer really runs (AdaDFQ at batch 200 / "
+               "200 epochs, RFD ≡ 0)",
+               dict(generator_loss="adadfq", student_loss="adadfq", rfd="released-zero", **_AKT_SCHEDULE),
+               baseline="adadfq"),
+]}
+
+#: Papers' ResNet-20 top-1 (%) by (experiment, dataset, bits) → (value, source). FP teachers:
+#: 93.89 (CIFAR-10), 70.33 (CIFAR-100). Only rows of implemented methods are listed.
+_AKT_T2, _AIT_T, _ADA_T2 = "AKT paper Table 2", "AIT main table (figs/performance.png)", "AdaDFQ paper Table 2"
+PAPER: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("zeroq", "cifar10", "w4a4"): (79.30, _AIT_T), ("zeroq", "cifar10", "w5a5"): (91.34, _AIT_T),
+    ("zeroq", "cifar100", "w4a4"): (47.45, _AIT_T), ("zeroq", "cifar100", "w5a5"): (65.61, _AIT_T),
+    ("gdfq", "cifar10", "w3a3"): (72.23, _AKT_T2 + " (†, AKT authors' re-run)"),
+    ("gdfq", "cifar10", "w4a4"): (90.25, _AKT_T2 + " / " + _AIT_T),
+    ("gdfq", "cifar10", "w5a5"): (93.38, _AKT_T2 + " / " + _AIT_T),
+    ("gdfq", "cifar100", "w3a3"): (47.59, _AKT_T2 + " (†, AKT authors' re-run)"),
+    ("gdfq", "cifar100", "w4a4"): (63.39, _AKT_T2 + " / " + _AIT_T),
+    ("gdfq", "cifar100", "w5a5"): (66.12, _AKT_T2 + " / " + _AIT_T),
+    ("gdfq+ait", "cifar10", "w4a4"): (91.23, _AIT_T), ("gdfq+ait", "cifar10", "w5a5"): (93.41, _AIT_T),
+    ("gdfq+ait", "cifar100", "w4a4"): (65.80, _AIT_T), ("gdfq+ait", "cifar100", "w5a5"): (69.26, _AIT_T),
+    ("gdfq+akt", "cifar10", "w3a3"): (72.80, _AKT_T2), ("gdfq+akt", "cifar10", "w4a4"): (90.33, _AKT_T2),
+    ("gdfq+akt", "cifar10", "w5a5"): (93.36, _AKT_T2), ("gdfq+akt", "cifar100", "w3a3"): (49.06, _AKT_T2),
+    ("gdfq+akt", "cifar100", "w4a4"): (63.37, _AKT_T2), ("gdfq+akt", "cifar100", "w5a5"): (67.46, _AKT_T2),
+    ("adadfq", "cifar10", "w3a3"): (84.89, _ADA_T2), ("adadfq", "cifar10", "w4a4"): (92.31, _ADA_T2),
+    ("adadfq", "cifar10", "w5a5"): (93.81, _ADA_T2), ("adadfq", "cifar100", "w3a3"): (52.74, _ADA_T2),
+    ("adadfq", "cifar100", "w4a4"): (66.81, _ADA_T2), ("adadfq", "cifar100", "w5a5"): (69.93, _ADA_T2),
+    ("adadfq+akt", "cifar10", "w3a3"): (86.76, _AKT_T2), ("adadfq+akt", "cifar10", "w4a4"): (92.64, _AKT_T2),
+    ("adadfq+akt", "cifar10", "w5a5"): (93.83, _AKT_T2), ("adadfq+akt", "cifar100", "w3a3"): (54.68, _AKT_T2),
+    ("adadfq+akt", "cifar100", "w4a4"): (66.94, _AKT_T2), ("adadfq+akt", "cifar100", "w5a5"): (69.75, _AKT_T2),
+}
+PAPER_FP = {"cifar10": 93.89, "cifar100": 70.33}
+
+#: Columns of the papers' tables this library does not implement (said in every table).
+NOT_IMPLEMENTED = ("Qimera", "Qimera+AIT", "ARC", "ARC+AIT", "HAST", "HAST+AKT", "ZAQ", "IntraQ", "AdaSG")
+
+
+def paper_result(name: str, dataset: str, bits: str) -> tuple[float, str] | None:
+    """The paper's number for a row; CIFAR-10 (JPEG q75) rows compare with CIFAR-10's."""
+    return PAPER.get((name, "cifar10" if dataset == "cifar10-jpeg" else dataset, bits))
+
+
+def parse_bits(bits: str) -> tuple[int, int]:
+    """``"w4a4"`` → ``(4, 4)``; a clear error otherwise."""
+    b = bits.lower()
+    try:
+        w, a = b[1:].split("a")
+        if b[0] != "w":
+            raise ValueError
+        return int(w), int(a)
+    except ValueError:
+        raise ValueError(f"bit-widths are written like 'w4a4', got {bits!r}") from None
+
+
+def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg",
+                      seed: int = 0, **overrides) -> ZSQConfig:
+    """The ``ZSQConfig`` of an experiment row at a bit-width and profile.
+
+    Examples:
+        >>> c = experiment_config("adadfq+akt", "w3a3", profile="short")
+        >>> (c.epochs, c.iters_per_epoch, c.warmup_epochs, c.lr_milestones, c.rfd)
+        (20, 200, 4, (10,), 'paper')
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    if bits not in exp.bits:
+        raise ValueError(f"{name} is defined at {', '.join(exp.bits)} (the papers' rows), got {bits!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; available: {', '.join(DATASETS)}")
+    w, a = parse_bits(bits)
+    base = dict(exp.overrides, dataset=dataset, w_bits=w, a_bits=a, seed=seed, profile=profile)
+    if profile == "paper":
+        return replace(ZSQConfig(**base), **overrides)
+    if profile == "short":
+        full = ZSQConfig(**base)
+        return replace(full, epochs=full.epochs // 10,
+                       lr_milestones=tuple(m // 10 for m in full.lr_milestones), **overrides)
+    base.pop("epochs", None)
+    base.pop("lr_milestones", None)
+    base["batch_size"] = min(base.get("batch_size", 8), 8)
+    return replace(smoke_config(**base), **overrides)
+
+
+def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", seed: int = 0,
+                   out_dir: str | Path | None = None, progress: bool = True, **kwargs) -> dict:
+    """Run one row (one seed) and return its record (written to ``out_dir`` when given)."""
+    exp = EXPERIMENTS.get(name)
+    if exp is not None and exp.kind == "ptq":
+        return run_zeroq(bits, profile=profile, dataset=dataset, seed=seed, out_dir=out_dir, progress=progress)
+    config = experiment_config(name, bits, profile, dataset, seed)
+    _, record = train_zsq(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress, **kwargs)
+    record["experiment"], record["bits"] = name, bits
+    return record
+
+
+#: ZeroQ's distillation sizes per profile. "paper" = the released code's defaults (one batch of
+#: 32 images, 500 Adam steps); the others shrink them for speed.
+ZEROQ_PROFILES = {"paper": dict(num_images=32, batch_size=32, steps=500),
+                  "short": dict(num_images=32, batch_size=32, steps=100),
+                  "smoke": dict(num_images=8, batch_size=8, steps=5)}
+
+
+def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", seed: int = 0,
+              out_dir: str | Path | None = None, progress: bool = False, teacher=None,
+              device: str | None = None) -> dict:
+    """ZeroQ as the AIT table means it: distilled data → calibrate (running min/max) → test.
+
+    PTQ only, no fine-tuning (see IntraQ#1 in methods.md §7 for the other "ZeroQ"). Returns a
+    record of kind ``"zsq"`` with one evaluation (best = final).
+    """
+    import time
+
+    from .data import fixed_subset, load_split
+    from .evaluate import evaluate
+    from .records import finish_record, new_record, save_record
+    from .utils import get_device, seed_everything
+    from .zeroq import distill_data, zeroq_ptq
+    from .zsq import resolve_teacher
+
+    if "zeroq" in EXPERIMENTS and bits not in EXPERIMENTS["zeroq"].bits:
+        raise ValueError(f"zeroq is defined at {', '.join(EXPERIMENTS['zeroq'].bits)}, got {bits!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
+    w, a = parse_bits(bits)
+    device = get_device(device)
+    base = ZSQConfig(dataset=dataset, w_bits=w, a_bits=a, range_update="minmax", seed=seed, profile=profile)
+    teacher_name = "given"
+    if teacher is None:
+        teacher_name, teacher = resolve_teacher(base)
+    teacher = teacher.to(device).eval()
+    sizes = ZEROQ_PROFILES[profile]
+    config = {"method": "zeroq", "dataset": dataset, "w_bits": w, "a_bits": a, "range_update": "minmax",
+              "seed": seed, "profile": profile, "lr": 0.5, **sizes}
+    record = new_record("zsq", f"zeroq-{bits}", dataset, config, seed, profile, device)
+    record.update(teacher=teacher_name, method="ZeroQ (PTQ)", experiment="zeroq", bits=bits)
+    images, labels = load_split(dataset, "test")
+    if profile == "smoke":
+        idx = fixed_subset(64, len(labels), seed=0)
+        images, labels = images[idx], labels[idx]
+    record["teacher_acc"] = evaluate(teacher, images, labels, dataset)
+    t0 = time.perf_counter()
+    g = seed_everything(seed)
+    distilled = distill_data(teacher, generator=g, device=device, progress=progress, **sizes)
+    qmodel = zeroq_ptq(teacher, base.quant_config, distilled)
+    record["history"].append({"epoch": 0, "acc": evaluate(qmodel, images, labels, dataset)})
+    record["wall_time_s"] = time.perf_counter() - t0
+    finish_record(record)
+    record["drop_best"] = record["drop_final"] = record["teacher_acc"] - record["best_acc"]
+    if out_dir is not None:
+        save_record(record, Path(out_dir) / f"zeroq-{bits}-{dataset}-seed{seed}-{profile}.json")
+    return record
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
+                  names: list[str] | None = None) -> list[dict]:
+    """Ours vs the paper's, one row per (experiment, bits): mean ± std over seeds of best and
+    final accuracy, drop from our FP teacher, delta to the baseline, and the paper's numbers.
+    Rows with no record say ``"not run"``; never a paper number in our columns."""
+    records = [r for r in load_records(folder, kind="zsq") if r.get("profile") == profile
+               and r.get("dataset") == dataset]
+    by_row: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        by_row.setdefault((r.get("experiment") or r["name"].rsplit("-", 1)[0],
+                           r.get("bits") or r["name"].rsplit("-", 1)[1]), []).append(r)
+    rows = []
+    for name in names or list(EXPERIMENTS):
+        for bits in EXPERIMENTS[name].bits:
+            rs = by_row.get((name, bits), [])
+            best = [r["best_acc"] for r in rs]
+            final = [r["final_acc"] for r in rs]
+            base = EXPERIMENTS[name].baseline
+            base_best = [r["best_acc"] for r in by_row.get((base, bits), [])] if base else []
+            paper = paper_result(name, dataset, bits)
+            paper_base = paper_result(base, dataset, bits) if base else None
+            rows.append({
+                "experiment": name, "bits": bits.upper(), "seeds": len(rs),
+                "best": _mean_std(best), "final": _mean_std(final),
+                "teacher": _mean_std([r["teacher_acc"] for r in rs][:1]),
+                "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
+                "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f}"
+                                  if best and base_best else "—"),
+                "paper": f"{paper[0]:.2f}" if paper else "—",
+                "paper drop": f"{PAPER_FP[_paper_ds(dataset)] - paper[0]:.2f}" if paper else "—",
+                "paper Δ": f"{paper[0] - paper_base[0]:+.2f}" if paper and paper_base else "—",
+                "paper source": paper[1] if paper else "—",
+            })
+    return rows
+
+
+def _paper_ds(dataset: str) -> str:
+    return "cifar10" if dataset == "cifar10-jpeg" else dataset
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of ``results_table`` rows."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
+    r = sub.add_parser("run", help="run experiments (rows × bits × seeds)")
+    r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(EXPERIMENTS)}")
+    r.add_argument("--bits", nargs="+", default=None, help="e.g. w3a3 w4a4 (default: every row of the name)")
+    r.add_argument("--profile", default="short", choices=PROFILES)
+    r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--out", default=None, help="record folder (default: results/zsq/<profile>)")
+    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly and resume later")
+    r.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
+    t.add_argument("--profile", default="short", choices=PROFILES)
+    t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
+    t.add_argument("--folder", default=None)
+    args = p.parse_args(argv)
+
+    if args.cmd == "list":
+        for e in EXPERIMENTS.values():
+            print(f"{e.name:22s} {' '.join(e.bits):16s} baseline={e.baseline or '—':8s} {e.description}")
+        print(f"\nNot implemented (columns of the papers' tables): {', '.join(NOT_IMPLEMENTED)}")
+        return 0
+    if args.cmd == "table":
+        print(format_table(results_table(args.profile, args.dataset, args.folder)))
+        return 0
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
+    out = Path(args.out) if args.out else results_dir() / "zsq" / args.profile
+    for name in args.names:
+        for bits in args.bits or EXPERIMENTS[name].bits:
+            if bits not in EXPERIMENTS[name].bits:
+                p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {bits}")
+            for seed in args.seeds:
+                kw = {"time_budget_s": args.time_budget} if EXPERIMENTS[name].kind == "zsq" else {}
+                rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
+                                     progress=not args.no_progress, **kw)
+                print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
+                      f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
+    print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

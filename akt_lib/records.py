@@ -1,0 +1,158 @@
+"""Run records and checkpoints: the provenance every number in the book carries.
+
+A *record* is one JSON file per run in ``results/`` (or wherever the runner is pointed):
+
+.. code-block:: text
+
+    {"kind": "zsq" | "teacher" | ..., "name": ..., "dataset": ..., "dataset_display": ...,
+     "config": {...full config...}, "seed": 0, "profile": "smoke",
+     "history": [{"epoch": 0, "acc": ..., ...}, ...],
+     "best_acc": ..., "best_epoch": ..., "final_acc": ..., "wall_time_s": ...,
+     "device": "...", "torch": "...", "commit": "...", "created": "...", "status": "complete"}
+
+A *checkpoint* is a ``torch.save``'d dict written atomically (write to a temporary file, then
+rename), so an interrupted run never leaves a half-written file and ``--resume`` picks up the last
+complete state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import check_dataset
+from .utils import device_name, git_commit
+
+__all__ = ["new_record", "finish_record", "save_record", "load_record", "load_records",
+           "save_checkpoint", "load_checkpoint", "results_dir"]
+
+RECORD_VERSION = 1
+
+
+def results_dir() -> Path:
+    """``$AKT_RESULTS_DIR``, else ``results/`` at the repository root."""
+    env = os.environ.get("AKT_RESULTS_DIR")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "results"
+
+
+def new_record(kind: str, name: str, dataset: str, config: dict, seed: int, profile: str,
+               device: torch.device | str) -> dict:
+    """Start a record (provenance filled in now; metrics appended by the runner)."""
+    info = check_dataset(dataset)
+    return {
+        "record_version": RECORD_VERSION,
+        "kind": kind,
+        "name": name,
+        "dataset": dataset,
+        "dataset_display": info.display_name,
+        "config": config,
+        "seed": seed,
+        "profile": profile,
+        "history": [],
+        "best_acc": None,
+        "best_epoch": None,
+        "final_acc": None,
+        "wall_time_s": 0.0,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": "running",
+    }
+
+
+def finish_record(record: dict) -> dict:
+    """Fill best/final accuracy from ``history`` (entries with an ``"acc"``) and mark complete."""
+    evals = [h for h in record["history"] if h.get("acc") is not None]
+    if evals:
+        best = max(evals, key=lambda h: h["acc"])
+        record["best_acc"], record["best_epoch"] = best["acc"], best["epoch"]
+        record["final_acc"] = evals[-1]["acc"]
+    record["status"] = "complete"
+    return record
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # JSON has no NaN/inf; keep them visible rather than failing
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_record(record: dict, path: str | os.PathLike) -> Path:
+    """Write ``record`` as pretty JSON, atomically. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_record(path: str | os.PathLike) -> dict:
+    """Read one record; a clear error if the file is not one."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable JSON run record: {e}") from e
+    if not isinstance(record, dict) or "config" not in record or "history" not in record:
+        raise ValueError(f"{path} is JSON but not a run record (no 'config'/'history')")
+    return record
+
+
+def load_records(folder: str | os.PathLike | None = None, kind: str | None = None,
+                 status: str | None = "complete") -> list[dict]:
+    """All records under ``folder`` (default ``results_dir()``), optionally of one kind/status."""
+    folder = Path(folder) if folder is not None else results_dir()
+    out = []
+    for p in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        try:
+            r = load_record(p)
+        except ValueError:
+            continue  # other JSON (bench files, model cards) lives there too
+        if (kind is None or r.get("kind") == kind) and (status is None or r.get("status") == status):
+            r["_path"] = str(p)
+            out.append(r)
+    return out
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by ``save_checkpoint``; a clear error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        # weights_only=False: our checkpoints hold optimizer states, RNG states and config dicts.
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({type(e).__name__}: {e}); "
+                         "delete it to start the run afresh") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    return state

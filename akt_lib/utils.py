@@ -1,0 +1,64 @@
+"""Small helpers every chapter's setup cell uses: seeding, device, provenance, showing source."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source"]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a CPU ``torch.Generator`` with that seed.
+
+    Examples:
+        >>> g = seed_everything(0); a = torch.rand(1); _ = seed_everything(0); bool(a == torch.rand(1))
+        True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """``prefer`` if given, else ``$AKT_DEVICE``, else CUDA when available, else CPU."""
+    name = prefer or os.environ.get("AKT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
+    return device
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """Human-readable device, e.g. ``'NVIDIA H100 80GB HBM3'`` or ``'cpu (2 threads)'``."""
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def git_commit(short: bool = False) -> str | None:
+    """The library's git commit (``+dirty`` if the work tree has changes), or ``None`` outside git."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=repo,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "akt_lib"],
+                               cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def show_source(obj) -> None:
+    """Print the library's real source of ``obj`` (chapters show code this way, never a copy)."""
+    print(inspect.getsource(obj))

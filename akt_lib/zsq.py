@@ -1,0 +1,418 @@
+"""One trainer for the zero-shot (data-free) quantization family: GDFQ, AdaDFQ, AKT, AIT.
+
+They are one program with different loss lines (methods.md §1): per iteration
+
+1. sample ``(z, y)``, generate images ``x = G(z, y)``;
+2. **generator step**: teacher forward on ``x`` (BN-statistics tap, and AKT's feature tap),
+   the generator loss (GDFQ: CE + 0.1·BNS; AdaDFQ/AKT: margin + disagreement/agreement CE + BNS,
+   which also runs the student on ``x``), one Adam step of G;
+3. **student step** on ``x.detach()`` (after the warm-up epochs only): the student loss (GDFQ:
+   T²·KL + CE; AIT: KL only; AdaDFQ: the entropy loss; AKT: + refined feature distillation against
+   the teacher features of the *same* images), one SGD step (AIT: gradient inundation).
+
+Schedule (§1.5): ``warmup_epochs`` epochs train only G while the student's activation ranges
+calibrate (every student forward updates them); ranges are frozen after every epoch and stay
+frozen from the end of warm-up on. The student stays in ``eval()`` mode (its BatchNorm uses the
+teacher's running statistics; BN affine parameters are still trained). Multi-step LR for G and Q.
+Test accuracy after every epoch; the record keeps best *and* final.
+
+Runs checkpoint atomically every ``checkpoint_every`` iterations and at every epoch end, and
+``train_zsq(..., resume=True)`` continues from the last checkpoint bit-for-bit on the CPU.
+``time_budget_s`` stops cleanly (checkpoint written) so a run can span several 10-minute commands.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses as L
+from .bns import BNStatsTap, bns_loss
+from .data import check_dataset, fixed_subset, load_split
+from .evaluate import evaluate
+from .features import FeatureTap
+from .generator import GDFQGenerator, sample_latent
+from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
+from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
+from .records import finish_record, load_checkpoint, new_record, save_checkpoint, save_record
+from .utils import get_device
+
+__all__ = ["ZSQConfig", "train_zsq", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
+
+GENERATOR_LOSSES = ("gdfq", "adadfq")
+STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
+#: "off": no feature term; "paper": α·RFD + (1−α)·L_KL; "released": L_KL + 1000·RFD (batch-sum,
+#: layer-sum); "released-zero": the released trainer as it really runs — RFD computed on emptied
+#: feature lists, i.e. exactly 0 (methods.md §2a'), kept as a named control.
+RFD_MODES = ("off", "paper", "released", "released-zero")
+
+
+@dataclass(frozen=True)
+class ZSQConfig:
+    """Everything a zero-shot run needs; defaults are GDFQ's CIFAR ResNet-20 hocon (§1.5).
+
+    Method switches compose: ``generator_loss`` × ``student_loss`` × ``rfd`` × ``inundation``
+    (e.g. AKT = adadfq/adadfq/paper; GDFQ+AIT = gdfq/ait/inundation).
+    """
+
+    # what is quantized, against which teacher
+    dataset: str = "cifar10-jpeg"
+    teacher: str = "auto"  # a name in akt_lib.models.TEACHERS; "auto" picks per dataset
+    w_bits: int = 4
+    a_bits: int = 4
+    range_update: str = "ema_biased"
+    # method
+    generator_loss: str = "gdfq"
+    student_loss: str = "gdfq"
+    rfd: str = "off"
+    akt_alpha: float = 0.5
+    rfd_tau: float = 8.0
+    temperature: float = 20.0
+    gdfq_bns_weight: float = 0.1
+    inundation: bool = False
+    gi_threshold: float = 1e-3
+    # schedule
+    epochs: int = 400
+    iters_per_epoch: int = 200
+    warmup_epochs: int = 4
+    batch_size: int = 200
+    latent_dim: int = 100
+    lr_s: float = 1e-4
+    lr_g: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    g_betas: tuple[float, float] = (0.5, 0.999)
+    lr_milestones: tuple[int, ...] = (100, 200, 300)
+    lr_gamma: float = 0.1
+    # evaluation / bookkeeping
+    eval_batch_size: int = 200
+    eval_subset: int | None = None  # None: the whole test set
+    checkpoint_every: int = 1000  # iterations
+    seed: int = 0
+    profile: str = "paper"
+
+    def __post_init__(self):
+        check_dataset(self.dataset)
+        QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, range_update=self.range_update)
+        for name, value, options in (("generator_loss", self.generator_loss, GENERATOR_LOSSES),
+                                     ("student_loss", self.student_loss, STUDENT_LOSSES),
+                                     ("rfd", self.rfd, RFD_MODES)):
+            if value not in options:
+                raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        for name in ("epochs", "iters_per_epoch", "batch_size", "latent_dim", "eval_batch_size", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} (epochs={self.epochs})")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (batch statistics)")
+        if not 0.0 <= self.akt_alpha <= 1.0:
+            raise ValueError(f"akt_alpha must be in [0, 1], got {self.akt_alpha}")
+        if not 0.0 < self.gi_threshold < 1.0:
+            raise ValueError(f"gi_threshold must be in (0, 1), got {self.gi_threshold}")
+
+    @property
+    def quant_config(self) -> QuantConfig:
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, range_update=self.range_update)
+
+    @property
+    def total_iters(self) -> int:
+        return self.epochs * self.iters_per_epoch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_teacher(config: ZSQConfig) -> tuple[str, nn.Module]:
+    """The teacher named by ``config.teacher`` (``"auto"``: the book's teacher for the dataset)."""
+    from .models import TEACHERS, TeacherUnavailableError, load_teacher
+
+    if config.teacher != "auto":
+        return config.teacher, load_teacher(config.teacher)
+    candidates = {"cifar10": ["resnet20_cifar10"], "cifar100": ["resnet20_cifar100"],
+                  "cifar10-jpeg": ["resnet20_cifar10-jpeg", "akamaster_resnet20_cifar10"]}[config.dataset]
+    errors = []
+    for name in candidates:
+        if name not in TEACHERS:
+            continue
+        try:
+            return name, load_teacher(name)
+        except TeacherUnavailableError as e:
+            errors.append(f"{name}: {e}")
+    raise TeacherUnavailableError("no teacher available for " + config.dataset + ":\n" + "\n".join(errors))
+
+
+class _Run:
+    """The state of one run (models, optimizers, RNG) and its two steps."""
+
+    def __init__(self, config: ZSQConfig, teacher: nn.Module, device: torch.device):
+        c = self.config = config
+        self.device = device
+        self.num_classes = check_dataset(c.dataset).num_classes
+        torch.manual_seed(c.seed)
+        self.teacher = teacher.to(device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        out_features = _num_outputs(self.teacher, device)
+        if out_features != self.num_classes:
+            raise ValueError(f"teacher has {out_features} outputs but {c.dataset} has {self.num_classes} classes")
+        self.student = quantize_model(self.teacher, c.quant_config).to(device).eval()
+        for p in self.student.parameters():
+            p.requires_grad_(True)
+        self.generator = GDFQGenerator(self.num_classes, latent_dim=c.latent_dim).to(device).train()
+        self.rng = torch.Generator(device=device).manual_seed(c.seed + 1)
+        self.bn_tap = BNStatsTap(self.teacher)
+        use_rfd = c.rfd in ("paper", "released")
+        self.t_feats = FeatureTap(self.teacher, detach=True) if use_rfd else None
+        self.s_feats = FeatureTap(self.student) if use_rfd else None
+
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=c.g_betas)
+        if c.inundation:
+            # Conv/FC weights get gradient inundation; BN parameters and biases plain Nesterov SGD.
+            self.opt_s = GradientInundationSGD(inundation_param_groups(self.student), lr=c.lr_s,
+                                               momentum=c.momentum, threshold=c.gi_threshold,
+                                               weight_decay=c.weight_decay)
+        else:
+            self.opt_s = torch.optim.SGD(self.student.parameters(), lr=c.lr_s, momentum=c.momentum,
+                                         nesterov=True, weight_decay=c.weight_decay)
+        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(c.lr_milestones), c.lr_gamma)
+        self.sched_s = torch.optim.lr_scheduler.MultiStepLR(self.opt_s, list(c.lr_milestones), c.lr_gamma)
+
+    # --- one iteration -------------------------------------------------------------------------
+    def step(self, train_student: bool) -> dict[str, torch.Tensor]:
+        c = self.config
+        z, y = sample_latent(c.batch_size, self.num_classes, c.latent_dim, generator=self.rng, device=self.device)
+        x = self.generator(z, y)  # (N, 3, 32, 32), normalised-input space
+
+        # Generator step. The teacher's BN inputs (and, for RFD, its unit features) are recorded
+        # by hooks during this forward; the feature tap keeps detached copies for the student step.
+        if self.t_feats is not None:
+            self.t_feats.clear()
+        t_logits = self.teacher(x)
+        bns = bns_loss(self.bn_tap)
+        if c.generator_loss == "gdfq":
+            loss_g = L.gdfq_generator_loss(t_logits, y, bns, bns_weight=c.gdfq_bns_weight)
+        else:  # AdaDFQ: the student also judges the generated images (and calibrates on them)
+            s_logits_g = self.student(x)
+            loss_g = L.adadfq_generator_loss(t_logits, s_logits_g, y, bns)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        # Student step on the same images, detached from G. Its forward also calibrates the
+        # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
+        x = x.detach()
+        t_logits = t_logits.detach()
+        if self.s_feats is not None:
+            self.s_feats.clear()
+        s_logits = self.student(x)
+        loss_s, rfd = self.student_loss(s_logits, t_logits, y)
+        if train_student:
+            self.opt_s.zero_grad(set_to_none=True)
+            loss_s.backward()
+            self.opt_s.step()
+        return {"loss_g": loss_g.detach(), "loss_s": loss_s.detach(), "bns": bns.detach(), "rfd": rfd.detach()}
+
+    def student_loss(self, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The host method's student loss, with AKT's RFD mixed in when enabled; returns (loss, rfd)."""
+        c = self.config
+        if c.student_loss == "gdfq":
+            host = L.gdfq_student_loss(s, t, y, T=c.temperature)
+        elif c.student_loss == "ait":
+            host = L.ait_student_loss(s, t, T=c.temperature)
+        else:
+            host = L.adadfq_student_loss(s, t, T=c.temperature)
+        if c.rfd not in ("paper", "released"):
+            # "off", and "released-zero": the released AKT trainer's RFD is computed on emptied
+            # feature lists, i.e. it is exactly 0 (methods.md §2a'), so only the host loss trains.
+            return host, torch.zeros((), device=s.device)
+        # Teacher features of the *same* images, kept (detached) from the generator step.
+        rfd = L.rfd_loss(self.s_feats.features, self.t_feats.features, tau=c.rfd_tau, form=c.rfd)
+        if c.rfd == "paper":  # L_AKT = α·L_RFD + (1 − α)·L_KL
+            return c.akt_alpha * rfd + (1.0 - c.akt_alpha) * host, rfd
+        return host + rfd, rfd  # released form: L_KL + 1000·RFD (the ×1000 is inside rfd_loss)
+
+    def remove_hooks(self) -> None:
+        for tap in (self.bn_tap, self.t_feats, self.s_feats):
+            if tap is not None:
+                tap.remove()
+
+    # --- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"student": self.student.state_dict(), "generator": self.generator.state_dict(),
+                "opt_s": self.opt_s.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "sched_s": self.sched_s.state_dict(), "sched_g": self.sched_g.state_dict(),
+                "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "act_frozen": [m.frozen for m in _acts(self.student)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.generator.load_state_dict(state["generator"])
+        self.opt_s.load_state_dict(state["opt_s"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_s.load_state_dict(state["sched_s"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.rng.set_state(state["rng"].to(self.rng.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        if all(state["act_frozen"]):
+            freeze_act_ranges(self.student)
+        else:
+            unfreeze_act_ranges(self.student)
+
+
+def _acts(model: nn.Module):
+    from .quant import act_quantizers
+
+    return list(act_quantizers(model))
+
+
+@torch.no_grad()
+def _num_outputs(model: nn.Module, device: torch.device) -> int:
+    was = model.training
+    model.eval()
+    out = model(torch.zeros(2, 3, 32, 32, device=device)).shape[-1]
+    model.train(was)
+    return out
+
+
+def _paths(out_dir: Path, config: ZSQConfig, name: str) -> tuple[Path, Path]:
+    stem = f"{name}-{config.dataset}-seed{config.seed}-{config.profile}"
+    return out_dir / f"{stem}.json", out_dir / "checkpoints" / f"{stem}.pt"
+
+
+def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None = None,
+              teacher: nn.Module | None = None, resume: bool = True, progress: bool = True,
+              device: str | torch.device | None = None, time_budget_s: float | None = None,
+              stop_after_iters: int | None = None) -> tuple[nn.Module, dict]:
+    """Train a zero-shot quantized student; return ``(student, record)``.
+
+    Args:
+        config: a ``ZSQConfig``.
+        name: the experiment name (file names and the record).
+        out_dir: where the JSON record (and ``checkpoints/``) go; ``None`` keeps nothing on disk.
+        teacher: a float teacher module (default: ``config.teacher`` resolved by name).
+        resume: continue from this run's checkpoint if one exists.
+        progress: show a tqdm bar.
+        device: default ``akt_lib.utils.get_device()``.
+        time_budget_s: stop (after writing a checkpoint) once this much wall time has passed.
+        stop_after_iters: stop (after writing a checkpoint) at this global iteration (tests).
+
+    Returns:
+        The student (frozen ranges, eval mode) and the record (``status`` is ``"complete"`` or
+        ``"stopped"`` when a budget ended the run early).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(config, ZSQConfig):
+        raise TypeError(f"config must be a ZSQConfig, got {type(config).__name__}")
+    device = get_device(device) if not isinstance(device, torch.device) else device
+    teacher_name = "given"
+    if teacher is None:
+        teacher_name, teacher = resolve_teacher(config)
+    teacher = copy.deepcopy(teacher)
+    run = _Run(config, teacher, device)
+
+    images, labels = load_split(config.dataset, "test")
+    if config.eval_subset is not None:
+        idx = fixed_subset(config.eval_subset, len(labels), seed=0)
+        images, labels = images[idx], labels[idx]
+    record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
+
+    start_iter, record = 0, None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"checkpoint {ckpt_path} was written with a different config; "
+                             "delete it or pass resume=False")
+        run.load_state_dict(state["run"])
+        start_iter, record = state["iteration"], state["record"]
+    if record is None:
+        record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
+        record["teacher"] = teacher_name
+        record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
+        record["method"] = _method_label(config)
+    wall0, t0 = record["wall_time_s"], time.perf_counter()
+
+    def save(iteration: int, status: str) -> None:
+        record["wall_time_s"] = wall0 + time.perf_counter() - t0
+        record["status"] = status
+        if ckpt_path is not None:
+            save_checkpoint({"config": config.to_dict(), "run": run.state_dict(), "iteration": iteration,
+                             "record": record}, ckpt_path)
+        if record_path is not None:
+            save_record(record, record_path)
+
+    c = config
+    bar = tqdm(total=c.total_iters, initial=start_iter, disable=not progress, desc=name, leave=False)
+    it = start_iter
+    stopped = False
+    while it < c.total_iters:
+        epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
+        warm = epoch < c.warmup_epochs
+        if i_in_epoch == 0:
+            if warm:
+                unfreeze_act_ranges(run.student)
+            if c.inundation:
+                run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
+                # AIT caps the scale search during warm-up and one epoch beyond (§3a).
+                run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
+        sums = run.step(train_student=not warm)
+        it += 1
+        bar.update(1)
+        if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
+            freeze_act_ranges(run.student)
+            acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
+            record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
+                                      "lr_s": run.opt_s.param_groups[0]["lr"],
+                                      **{k: float(v) for k, v in sums.items()}})
+            run.sched_g.step()
+            with warnings.catch_warnings():
+                # During warm-up the student optimizer has not stepped yet; the reference steps
+                # both schedules every epoch regardless, and so do we.
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                run.sched_s.step()
+            bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+            save(it, "running")
+        elif it % c.checkpoint_every == 0:
+            save(it, "running")
+        if (stop_after_iters is not None and it >= stop_after_iters) or \
+                (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
+            stopped = it < c.total_iters
+            break
+    bar.close()
+    run.remove_hooks()
+    if stopped:
+        save(it, "stopped")
+        return run.student, record
+    finish_record(record)
+    record["drop_best"] = record["teacher_acc"] - record["best_acc"]
+    record["drop_final"] = record["teacher_acc"] - record["final_acc"]
+    save(it, "complete")
+    return run.student, record
+
+
+def _method_label(c: ZSQConfig) -> str:
+    base = {"gdfq": "GDFQ", "adadfq": "AdaDFQ"}[c.generator_loss]
+    parts = [base]
+    if c.student_loss == "ait" or c.inundation:
+        parts.append("AIT")
+    if c.rfd in ("paper", "released"):
+        parts.append(f"AKT({c.rfd})")
+    if c.rfd == "released-zero":
+        parts.append("RFD=0 (released code)")
+    return "+".join(parts)
+
+
+def smoke_config(**overrides) -> ZSQConfig:
+    """A CPU-seconds configuration for tests and live cells (same code path, tiny sizes)."""
+    base = ZSQConfig(epochs=3, iters_per_epoch=2, warmup_epochs=1, batch_size=8, eval_subset=64,
+                     lr_milestones=(2,), checkpoint_every=1, profile="smoke")
+    return replace(base, **overrides)
