@@ -4,6 +4,7 @@ Commands (each is a module's ``main(argv)``; ``python -m akt_lib <command> --hel
 
 * ``teacher`` – train a full-precision teacher (``akt_lib.teacher``, chapter 2)
 * ``zsq``     – run named zero-shot quantization experiments (``akt_lib.experiments``, chapters 3–5)
+* ``labelfree`` – run named label-free QAT distillation experiments (``akt_lib.labelfree_experiments``, chapters 6–7)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 COMMANDS = {
     "teacher": "akt_lib.teacher",
     "zsq": "akt_lib.experiments",
+    "labelfree": "akt_lib.labelfree_experiments",
 }
 
 

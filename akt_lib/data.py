@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 __all__ = ["DatasetInfo", "DATASETS", "data_dir", "cache_dir", "load_split", "normalize",
-           "denormalize", "fixed_subset", "iterate_batches", "check_dataset"]
+           "denormalize", "fixed_subset", "iterate_batches", "check_dataset", "default_dataset"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,13 @@ def check_dataset(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def default_dataset(root: str | os.PathLike | None = None) -> str:
+    """The CIFAR-10 a chapter should use here: ``"cifar10-jpeg"`` where that copy is present (the
+    offline machines this book is built on), else ``"cifar10"`` (the original, which torchvision
+    downloads, e.g. in Colab). Chapters print the choice; numbers are labelled with it."""
+    return "cifar10-jpeg" if (data_dir(root) / "cifar10-jpeg" / "test.npz").is_file() else "cifar10"
 
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
@@ -185,21 +192,28 @@ def normalize(x: torch.Tensor, name: str) -> torch.Tensor:
         >>> normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), "cifar10").flatten()
         tensor([2.0591, 2.1257, 2.1155])
     """
-    info = check_dataset(name)
+    check_dataset(name)
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    mean = torch.tensor(info.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(info.std, device=x.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(name, x.device)
     return (x - mean) / std
 
 
 def denormalize(x: torch.Tensor, name: str) -> torch.Tensor:
     """Inverse of ``normalize``: float images in [0, 1] (clamped), for display."""
-    info = check_dataset(name)
-    mean = torch.tensor(info.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(info.std, device=x.device).view(1, 3, 1, 1)
+    check_dataset(name)
+    mean, std = _mean_std(name, x.device)
     return (x * std + mean).clamp(0, 1)
+
+
+@lru_cache(maxsize=32)
+def _mean_std(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per (dataset, device): a fresh torch.tensor(...) per batch would be a blocking
+    # host-to-device copy on CUDA in every training and evaluation step.
+    info = DATASETS[name]
+    return (torch.tensor(info.mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(info.std, device=device).view(1, 3, 1, 1))
 
 
 def fixed_subset(n: int, total: int, seed: int = 0) -> torch.Tensor:

@@ -25,7 +25,8 @@ from .models import BasicBlockA, ResUnit
 __all__ = ["FeatureTap", "TAP_KINDS"]
 
 TAP_KINDS = ("resunit_body", "stage")
-_STAGE_NAME = re.compile(r"(?:^|\.)features\.stage\d+$")
+# pytorchcv-style ``features.stageK``; akamaster's option-A ResNet calls its stages ``layerK``.
+_STAGE_NAME = re.compile(r"(?:^|\.)(?:features\.stage\d+|layer\d+)$")
 
 
 def _tap_points(model: nn.Module, kind: str) -> list[tuple[str, nn.Module]]:
@@ -47,7 +48,8 @@ class FeatureTap:
 
     * ``kind="resunit_body"``: the output of every ``ResUnit.body`` (AKT's taps). ResNet-20 gives
       9 maps: 3×(16, 32, 32), 3×(32, 16, 16), 3×(64, 8, 8) per image.
-    * ``kind="stage"``: the output of ``features.stage1``, ``stage2``, ... (after the last unit's
+    * ``kind="stage"``: the output of ``features.stage1``, ``stage2``, ... (``layer1..3`` in the
+      option-A ResNet) (after the last unit's
       ReLU and, in a quantized model, its activation quantizer) — for FAQD.
 
     A pre-hook on ``model`` empties the list whenever ``model`` is called, so ``features`` always

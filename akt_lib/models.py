@@ -264,6 +264,9 @@ class ResNetA(nn.Module):
 
 
 AKAMASTER_FILE = "resnet20_cifar10_akamaster-12fca82f.pth"
+#: The same bytes at a fixed commit of the public repository (used only when ``download=True``).
+AKAMASTER_URL = ("https://raw.githubusercontent.com/akamaster/pytorch_resnet_cifar10/"
+                 "d5489e8995e81e91ce6b1d69dcc98ad579b0b153/pretrained_models/resnet20-12fca82f.th")
 AKAMASTER_SHA256 = "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -297,8 +300,22 @@ def default_weights_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "weights"
 
 
+def _download_akamaster(dest: Path) -> None:
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        urllib.request.urlretrieve(AKAMASTER_URL, tmp)  # noqa: S310 - fixed https URL
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FileNotFoundError(f"could not download {AKAMASTER_URL} ({e}); offline, set AKT_WEIGHTS_DIR "
+                                f"to a folder holding {AKAMASTER_FILE}") from e
+    tmp.replace(dest)
+
+
 def load_akamaster_resnet20(path: str | os.PathLike | None = None, check_hash: bool = True,
-                            map_location: str | torch.device = "cpu") -> ResNetA:
+                            map_location: str | torch.device = "cpu", download: bool = False) -> ResNetA:
     """The third-party option-A ResNet-20 (trained on the original CIFAR-10; 91.78 % there).
 
     The checkpoint is ``{'best_prec1': ..., 'state_dict': {'module.'+name: tensor}}``; the
@@ -310,18 +327,24 @@ def load_akamaster_resnet20(path: str | os.PathLike | None = None, check_hash: b
         path: the ``.pth`` file; default ``default_weights_dir()/resnet20_cifar10_akamaster-12fca82f.pth``.
         check_hash: verify the file's SHA-256 first.
         map_location: passed to ``torch.load``.
+        download: when the file is missing, fetch it (online, e.g. Colab) from the public
+            repository at a fixed commit into ``~/.cache/akt_lib/weights``; the SHA-256 is checked.
 
     Raises:
         FileNotFoundError: no file there (says where it is expected and how to point to it).
         ValueError: the file is not that checkpoint (wrong hash, or not a state dict).
     """
     path = Path(path) if path is not None else default_weights_dir() / AKAMASTER_FILE
+    if not path.is_file() and download:
+        path = Path("~/.cache/akt_lib/weights").expanduser() / AKAMASTER_FILE
+        if not path.is_file():
+            _download_akamaster(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"akamaster ResNet-20 checkpoint not found at {path}. It ships in ../shared/weights beside "
             "the repository; set AKT_WEIGHTS_DIR to the folder holding "
-            f"{AKAMASTER_FILE}, or pass path=. Online, the same bytes are "
-            "pretrained_models/resnet20-12fca82f.th in the GitHub repository akamaster/pytorch_resnet_cifar10."
+            f"{AKAMASTER_FILE}, or pass path=. Online, download=True fetches the same bytes "
+            "(pretrained_models/resnet20-12fca82f.th of the GitHub repository akamaster/pytorch_resnet_cifar10)."
         )
     if check_hash and (digest := _sha256(path)) != AKAMASTER_SHA256:
         raise ValueError(f"{path} has SHA-256 {digest}, expected {AKAMASTER_SHA256}: corrupt or a different file")
@@ -384,12 +407,18 @@ def _shipped_teacher(name: str) -> Callable[..., nn.Module]:
     return load
 
 
+def _akamaster_teacher(root: str | None) -> nn.Module:
+    try:
+        return load_akamaster_resnet20(None if root is None else Path(root) / AKAMASTER_FILE)
+    except FileNotFoundError as e:  # one exception type for "this teacher cannot be had here"
+        raise TeacherUnavailableError(str(e)) from e
+
+
 #: Teachers by name → loader. The pytorchcv ones are the papers' teachers (online only).
 TEACHERS: dict[str, Callable[..., nn.Module]] = {
     "resnet20_cifar10": _pytorchcv_teacher("resnet20_cifar10", 10),
     "resnet20_cifar100": _pytorchcv_teacher("resnet20_cifar100", 100),
-    "akamaster_resnet20_cifar10": lambda root=None: load_akamaster_resnet20(
-        None if root is None else Path(root) / AKAMASTER_FILE),
+    "akamaster_resnet20_cifar10": lambda root=None: _akamaster_teacher(root),
     # Ours, trained on CIFAR-10 (JPEG q75) by akt_lib.teacher; ResNet-110 is FAQD's teacher (§5).
     "resnet20_cifar10-jpeg": _shipped_teacher("resnet20_cifar10-jpeg"),
     "resnet110_cifar10-jpeg": _shipped_teacher("resnet110_cifar10-jpeg"),

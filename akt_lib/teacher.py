@@ -20,6 +20,7 @@ results.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .augment import random_crop_flip
 from .data import DATASETS, check_dataset, fixed_subset, load_split
+from .data import normalize as normalize_images
 from .evaluate import evaluate
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record
@@ -191,15 +193,6 @@ def _load_data(cfg: TeacherConfig) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def _normalizer(dataset: str, device: torch.device):
-    """``akt_lib.data.normalize`` with mean/std put on the device once: building them per batch
-    (as ``normalize`` does) is a blocking host-to-GPU copy that would stall every step."""
-    info = check_dataset(dataset)
-    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
-    return lambda x: (x.float() / 255.0 - mean) / std  # (N, 3, H, W) uint8 → float32
-
-
 def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, amp, bar) -> tuple[float, float]:
     """One epoch over ``x`` (on the device) in shuffled full batches; returns (loss, accuracy %)."""
     model.train()
@@ -289,7 +282,7 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
                       test_size=int(x_test.shape[0]), steps_per_epoch=steps,
                       amp_dtype="bfloat16" if amp else None, data_on_device=True)
 
-    normalize = _normalizer(config.dataset, device)
+    normalize = functools.partial(normalize_images, name=config.dataset)  # constants cached per device
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source"]
+__all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -62,3 +62,18 @@ def git_commit(short: bool = False) -> str | None:
 def show_source(obj) -> None:
     """Print the library's real source of ``obj`` (chapters show code this way, never a copy)."""
     print(inspect.getsource(obj))
+
+
+def colab_setup() -> None:
+    """Prepare an online machine without ``../shared`` (Colab) for the chapters.
+
+    Downloads the third-party ResNet-20 (pinned commit, SHA-256 checked) into
+    ``~/.cache/akt_lib/weights`` and points ``AKT_WEIGHTS_DIR`` there. Data needs nothing: without
+    the JPEG copy, ``akt_lib.data.default_dataset()`` is ``"cifar10"``, which torchvision downloads.
+    """
+    from .models import load_akamaster_resnet20
+
+    weights = Path("~/.cache/akt_lib/weights").expanduser()
+    os.environ.setdefault("AKT_WEIGHTS_DIR", str(weights))
+    load_akamaster_resnet20(download=True)
+    print(f"weights in {os.environ['AKT_WEIGHTS_DIR']}; dataset: cifar10 (torchvision download)")

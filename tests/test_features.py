@@ -151,3 +151,15 @@ def test_option_a_blocks_tap_the_pre_add_branch():
             h = block(h)
     for got, want in zip(tap.features, expected):
         torch.testing.assert_close(got, want)
+
+
+def test_option_a_stage_taps_are_its_layers():
+    model = akamaster_resnet20().eval()
+    x = _x()
+    with FeatureTap(model, kind="stage", detach=True) as tap:
+        model(x)
+    assert tap.names == ["layer1", "layer2", "layer3"]
+    h = model.relu(model.bn1(model.conv1(model.input_adapter(x))))
+    for got, layer in zip(tap.features, (model.layer1, model.layer2, model.layer3)):
+        h = layer(h)
+        torch.testing.assert_close(got, h)

@@ -195,9 +195,17 @@ def test_one_cycle_by_hand():
     assert teacher.one_cycle(0, 1, 0.25) == pytest.approx(0.04)  # a single step still works
 
 
-def test_normalizer_matches_data_normalize():
+def test_normalize_constants_are_built_once_per_device():
+    # Training steps call normalize every batch: its mean/std must not be rebuilt (on CUDA that
+    # would be a blocking host-to-device copy per step).
+    from akt_lib import data
+
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    assert torch.equal(teacher._normalizer("cifar100", torch.device("cpu"))(x), normalize(x, "cifar100"))
+    first = data._mean_std("cifar100", x.device)
+    y = normalize(x, "cifar100")
+    assert data._mean_std("cifar100", x.device) is first
+    mean, std = torch.tensor(data.DATASETS["cifar100"].mean), torch.tensor(data.DATASETS["cifar100"].std)
+    torch.testing.assert_close(y, (x.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
 
 
 def test_bad_configs(tmp_path, monkeypatch):

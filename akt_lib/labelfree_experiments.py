@@ -1,0 +1,254 @@
+"""Named label-free experiments: the SQAKD and FAQD rows of methods.md §4a/§5a, by name, with profiles.
+
+The same shape as ``akt_lib.experiments`` (the zero-shot rows), so the book reads both alike:
+
+* SQAKD, CIFAR ResNet-20 (student = quantized copy of the FP teacher): each quantizer trained
+  **with labels** (cross-entropy: the paper's "without SQAKD" arm) and the same quantizer + SQAKD
+  (label-free KL), at W2A2 and W4A4 (EWGS also W1A1, as in SQAKD's CIFAR-10 scripts).
+  ``ewgs`` re-estimates EWGS's ``delta`` from Hessian traces (the EWGS method); ``ewgs-ste``
+  keeps ``delta = 0``, which is what the released SQAKD code really runs (§4a).
+* FAQD, ResNet-20 ← ResNet-110 at W4A4 and W2A2: logit-only KD vs + feature affinity (FA) vs
+  + fast feature affinity (FFA).
+
+The papers' result tables could not be obtained offline (SQAKD: paper Table 4 for CIFAR,
+methods.md §4d; FAQD: the tables in the paper body, §5d), so ``PAPER`` is empty and the table's
+paper column says "not obtained" — never a number. Profiles as in ``akt_lib.labelfree``
+(``smoke``, ``short`` = a tenth of the epochs, ``paper``). Command line::
+
+    python -m akt_lib labelfree list
+    python -m akt_lib labelfree run ewgs ewgs+sqakd --bits w2a2 --profile short --seeds 0 1 2
+    python -m akt_lib labelfree table --profile short
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import DATASETS
+from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
+from .models import TeacherUnavailableError
+from .records import load_records, results_dir
+
+__all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PAPER_SOURCES", "experiment_config", "run_experiment",
+           "results_table", "format_table", "main"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A table row: a recipe, its config overrides, the bit-widths it appears at, its baseline."""
+
+    name: str
+    description: str
+    recipe: str
+    overrides: dict = field(default_factory=dict)
+    bits: tuple[str, ...] = ("w2a2", "w4a4")
+    baseline: str | None = None
+
+
+def _sqakd_rows(quantizer: str, label: str, bits: tuple[str, ...], **extra) -> list[Experiment]:
+    name = quantizer if not extra else f"{quantizer}-ste"
+    return [Experiment(name, f"{label}, trained with labels (CE): the 'without SQAKD' arm",
+                       "sqakd", dict(quantizer=quantizer, loss="ce", **extra), bits),
+            Experiment(f"{name}+sqakd", f"{label} + SQAKD: label-free T²·KL (T = 4)",
+                       "sqakd", dict(quantizer=quantizer, **extra), bits, baseline=name)]
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    *_sqakd_rows("ewgs", "EWGS (δ from Hessian traces)", ("w1a1", "w2a2", "w4a4")),
+    *_sqakd_rows("ewgs", "EWGS with δ = 0 (STE, as the released code runs)",
+                 ("w1a1", "w2a2", "w4a4"), ewgs_delta="zero"),
+    *_sqakd_rows("pact", "PACT activations + DoReFa weights", ("w2a2", "w4a4")),
+    *_sqakd_rows("lsq", "LSQ", ("w2a2", "w4a4")),
+    *_sqakd_rows("dorefa", "DoReFa", ("w2a2", "w4a4")),
+    Experiment("faqd-logit", "FAQD without features: logit MSE to the ResNet-110 teacher only", "faqd",
+               dict(fa_type="none"), ("w4a4", "w2a2")),
+    Experiment("faqd-fa", "FAQD: logit MSE + 0.1·Σ_stages feature affinity (FA)", "faqd",
+               dict(fa_type="fa"), ("w4a4", "w2a2"), baseline="faqd-logit"),
+    Experiment("faqd-ffa", "FAQD: logit MSE + 0.1·Σ_stages fast feature affinity (FFA, k = 15)", "faqd",
+               dict(fa_type="ffa"), ("w4a4", "w2a2"), baseline="faqd-logit"),
+]}
+
+#: Papers' top-1 (%) by (experiment, dataset, bits) → (value, source). Empty: not obtained offline.
+PAPER: dict[tuple[str, str, str], tuple[float, str]] = {}
+PAPER_SOURCES = {"sqakd": "SQAKD paper Table 4 (CIFAR): not obtained offline, methods.md §4d",
+                 "faqd": "FAQD paper tables: not obtained offline, methods.md §5d"}
+
+
+def parse_bits(bits: str) -> tuple[int, int]:
+    """``"w4a4"`` → ``(4, 4)``; a clear error otherwise.
+
+    Examples:
+        >>> parse_bits("w2a2")
+        (2, 2)
+    """
+    b = str(bits).lower()
+    w, sep, a = b[1:].partition("a")
+    if b[:1] != "w" or not sep or not w.isdigit() or not a.isdigit():
+        raise ValueError(f"bit-widths are written like 'w4a4', got {bits!r}")
+    return int(w), int(a)
+
+
+def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg",
+                      seed: int = 0, **overrides) -> LabelFreeConfig:
+    """The ``LabelFreeConfig`` of a row at a bit-width and profile.
+
+    Examples:
+        >>> c = experiment_config("ewgs+sqakd", "w2a2", profile="short")
+        >>> (c.epochs, c.batch_size, c.quantizer, c.loss, c.supervised)
+        (120, 256, 'ewgs', 'sqakd_kl', False)
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[name]
+    if bits not in exp.bits:
+        raise ValueError(f"{name} is defined at {', '.join(exp.bits)}, got {bits!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; available: {', '.join(DATASETS)}")
+    w, a = parse_bits(bits)
+    return LabelFreeConfig.from_profile(profile, exp.recipe, **{**exp.overrides, "dataset": dataset, "w_bits": w,
+                                                                "a_bits": a, "seed": seed, **overrides})
+
+
+def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", seed: int = 0,
+                   out_dir: str | Path | None = None, progress: bool = True, **kwargs) -> dict:
+    """Run one row (one seed); return its record (written to ``out_dir`` when given).
+
+    ``kwargs`` go to ``train_labelfree`` (``teacher=``, ``device=``, ``time_budget_s=`` ...).
+    """
+    config = experiment_config(name, bits, profile, dataset, seed)
+    _, record = train_labelfree(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,
+                                tags={"experiment": name, "bits": bits}, **kwargs)
+    return record
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def paper_result(name: str, dataset: str, bits: str) -> tuple[float, str] | None:
+    """The paper's number for a row, if one was obtained (CIFAR-10 (JPEG q75) rows use CIFAR-10's)."""
+    return PAPER.get((name, "cifar10" if dataset == "cifar10-jpeg" else dataset, bits))
+
+
+def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
+                  names: list[str] | None = None) -> list[dict]:
+    """Ours vs the paper's, one row per (experiment, bits), from the ``labelfree`` records in ``folder``.
+
+    Ours: mean ± std over seeds of best and final top-1, the teacher's accuracy, the drop from it,
+    and the delta to the row's baseline; rows without a record say ``"not run"``. Paper: its
+    number where ``PAPER`` has one, else ``"not obtained"`` (never a number we did not read).
+
+    Examples:
+        >>> rows = results_table("smoke", folder="/nonexistent", names=["faqd-fa"])
+        >>> rows[0]["best"], rows[0]["paper"]
+        ('not run', 'not obtained')
+    """
+    unknown = [n for n in names or [] if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
+    folder = Path(folder) if folder is not None else results_dir() / "labelfree" / profile
+    records = [r for r in (load_records(folder, kind="labelfree") if folder.is_dir() else [])
+               if r.get("profile") == profile and r.get("dataset") == dataset and r.get("status") == "complete"]
+    by_row: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        by_row.setdefault((r.get("experiment"), r.get("bits")), []).append(r)
+    rows = []
+    for name in names or list(EXPERIMENTS):
+        exp = EXPERIMENTS[name]
+        for bits in exp.bits:
+            rs = by_row.get((name, bits), [])
+            best = [r["best_acc"] for r in rs]
+            base_best = [r["best_acc"] for r in by_row.get((exp.baseline, bits), [])] if exp.baseline else []
+            paper = paper_result(name, dataset, bits)
+            rows.append({
+                "experiment": name, "bits": bits.upper(),
+                "labels": "yes (CE)" if exp.overrides.get("loss") == "ce" else "no", "seeds": len(rs),
+                "best": _mean_std(best), "final": _mean_std([r["final_acc"] for r in rs]),
+                "teacher": f"{rs[0]['teacher_acc']:.2f} ({rs[0]['teacher']})" if rs else "—",
+                "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
+                "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f} vs {exp.baseline}"
+                                  if best and base_best else "—"),
+                "paper": f"{paper[0]:.2f}" if paper else "not obtained",
+                "paper source": paper[1] if paper else PAPER_SOURCES[exp.recipe],
+            })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of ``results_table`` rows."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m akt_lib labelfree {list,run,table}``."""
+    p = argparse.ArgumentParser(prog="python -m akt_lib labelfree",
+                                description="Named label-free QAT distillation experiments (SQAKD, FAQD).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
+    r = sub.add_parser("run", help="run experiments (rows × bits × seeds)")
+    r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(EXPERIMENTS)}")
+    r.add_argument("--bits", nargs="+", default=None, help="e.g. w2a2 w4a4 (default: every row of the name)")
+    r.add_argument("--profile", default="short", choices=PROFILES)
+    r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--out", default=None, help="record folder (default: results/labelfree/<profile>)")
+    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly, rerun to resume")
+    r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
+    r.add_argument("--no-progress", action="store_true")
+    t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
+    t.add_argument("--profile", default="short", choices=PROFILES)
+    t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
+    t.add_argument("--folder", default=None, help="default: results/labelfree/<profile>")
+    args = p.parse_args(argv)
+
+    if args.cmd == "list":
+        for e in EXPERIMENTS.values():
+            baseline = e.baseline or "—"
+            print(f"{e.name:16s} {e.recipe:6s} {' '.join(e.bits):15s} baseline={baseline:11s} {e.description}")
+        print(f"\nPaper numbers: {PAPER_SOURCES['sqakd']}; {PAPER_SOURCES['faqd']}.")
+        return 0
+    if args.cmd == "table":
+        print(format_table(results_table(args.profile, args.dataset, args.folder)))
+        return 0
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
+    for name in args.names:
+        bad = [b for b in args.bits or [] if b not in EXPERIMENTS[name].bits]
+        if bad:
+            p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {', '.join(bad)}")
+    out = Path(args.out) if args.out else results_dir() / "labelfree" / args.profile
+    failed = 0
+    for name in args.names:
+        for bits in args.bits or EXPERIMENTS[name].bits:
+            for seed in args.seeds:
+                try:
+                    rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
+                                         progress=not args.no_progress, device=args.device,
+                                         time_budget_s=args.time_budget)
+                except TeacherUnavailableError as e:
+                    print(f"{name} {bits} seed {seed}: not run: {e}", file=sys.stderr)
+                    failed += 1
+                    continue
+                print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
+                      f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
+    print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

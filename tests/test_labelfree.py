@@ -1,0 +1,296 @@
+"""akt_lib.labelfree + labelfree_experiments: SQAKD / FAQD label-free distillation on CPU.
+
+Synthetic data (a stand-in for CIFAR-10 (JPEG q75)) and a small random ResNet-8 teacher, passed
+in directly: the mechanics do not need a trained teacher. Every run writes into tmp folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import akt_lib.labelfree as lf
+import akt_lib.labelfree_experiments as lx
+from akt_lib.models import CIFARResNet, TeacherUnavailableError, resnet20
+from akt_lib.qat import IntervalQuantizer, QATConv2d
+
+TINY = dict(train_size=8, batch_size=4, test_size=8, eval_batch_size=8, epochs=1)
+
+
+def fake_load_split(name, split="test", root=None, download=True):
+    """32 training / 16 test random images with labels 0..9 (not the real data)."""
+    n = 32 if split == "train" else 16
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(n) % 10
+
+
+@pytest.fixture(autouse=True)
+def synthetic_data(monkeypatch):
+    monkeypatch.setattr(lf, "load_split", fake_load_split)
+
+
+def _calibrated(model):
+    """Random weights but non-trivial BN statistics, so the teacher's logits are not all alike."""
+    torch.manual_seed(0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return _calibrated(CIFARResNet(8))
+
+
+def _row_config(name, bits=None, **kw):
+    bits = bits or lx.EXPERIMENTS[name].bits[0]
+    return lx.experiment_config(name, bits, profile="smoke", **{**TINY, **kw})
+
+
+@pytest.mark.parametrize("name", list(lx.EXPERIMENTS))
+def test_every_row_trains(name, teacher):
+    config = _row_config(name, lr=0.05)  # a large lr: one step must visibly move every weight
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student, record = lf.train_labelfree(config, name=name, teacher=teacher, student=teacher, progress=False,
+                                         device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # teacher untouched
+    assert not teacher.training and not student.training
+    conv = student.features.stage1.unit1.body.conv1.conv
+    assert not torch.equal(conv.weight, teacher.features.stage1.unit1.body.conv1.conv.weight)
+    assert record["status"] == "complete" and [h["epoch"] for h in record["history"]] == [0]
+    assert record["labels_used"] == (config.loss == "ce") and record["amp_dtype"] is None  # no bf16 on a CPU
+    h = record["history"][0]
+    assert math.isfinite(h["loss"]) and h["loss"] > 0
+    if config.loss == "faqd":
+        assert (h["fa"] > 0) == (config.fa_type != "none")  # FA/FFA really distils stage maps
+        assert h["loss"] == pytest.approx(h["kd"] + 0.1 * h["fa"], rel=1e-5)
+    if config.quantizer != "faqd":
+        assert isinstance(conv, QATConv2d) and conv.method == config.quantizer
+
+
+class PoisonedLabels(torch.Tensor):
+    """Labels that raise on any use: indexing, moving, comparing, ..."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise AssertionError(f"the training labels were used ({getattr(func, '__name__', func)})")
+
+
+def test_labels_never_reach_the_labelfree_loop(teacher, monkeypatch):
+    def poisoned(name, split="test", root=None, download=True):
+        x, y = fake_load_split(name, split)
+        return (x, y.as_subclass(PoisonedLabels)) if split == "train" else (x, y)  # test labels: evaluation only
+
+    monkeypatch.setattr(lf, "load_split", poisoned)
+    seen = []
+    step = lf._Run.step
+    monkeypatch.setattr(lf._Run, "step", lambda run, batch: (seen.append(batch), step(run, batch))[1])
+    for name in ("ewgs+sqakd", "faqd-ffa"):
+        _, record = lf.train_labelfree(_row_config(name), teacher=teacher, student=teacher, progress=False,
+                                       device="cpu")
+        assert record["status"] == "complete" and not record["labels_used"]
+    # Every batch the loop saw was a bare image tensor: (B, 3, 32, 32) floats, no labels beside it.
+    assert len(seen) == 4 and all(type(b) is torch.Tensor and b.shape == (4, 3, 32, 32) for b in seen)
+    # The poison is live: the supervised baseline, which does read labels, trips over it.
+    with pytest.raises(AssertionError, match="training labels were used"):
+        lf.train_labelfree(_row_config("ewgs"), teacher=teacher, student=teacher, progress=False, device="cpu")
+
+
+def test_supervised_baseline_loads_labels_only_when_asked(teacher, monkeypatch):
+    calls, real = [], lf.load_train_labelled
+    monkeypatch.setattr(lf, "load_train_labelled", lambda *a: calls.append(a) or fake_load_split("cifar10", "train"))
+    lf.train_labelfree(_row_config("lsq+sqakd"), teacher=teacher, student=teacher, progress=False, device="cpu")
+    assert calls == []
+    config = _row_config("lsq")
+    assert config.supervised and config.loss == "ce"
+    _, record = lf.train_labelfree(config, teacher=teacher, student=teacher, progress=False, device="cpu")
+    assert calls == [("cifar10-jpeg", 8)] and record["labels_used"]
+    # images only: the label-free loader returns one tensor, the same subset as the labelled one
+    images = lf.load_train_images("cifar10-jpeg", 8)
+    assert isinstance(images, torch.Tensor) and torch.equal(images, real("cifar10-jpeg", 8)[0])
+
+
+@pytest.mark.parametrize("name, extra", [("ewgs+sqakd", dict(ewgs_update_every=1)), ("faqd-fa", {})])
+def test_resume_equals_uninterrupted(name, extra, teacher, tmp_path):
+    config = _row_config(name, epochs=2, train_size=12, **extra)  # 3 steps per epoch
+    kw = dict(teacher=teacher, student=teacher, progress=False, device="cpu")
+    full, rec_full = lf.train_labelfree(config, name="a", out_dir=tmp_path / "a", **kw)
+    # Interrupted twice: mid-epoch (after step 2 of 3), then exactly at the epoch boundary.
+    _, rec = lf.train_labelfree(config, name="b", out_dir=tmp_path / "b", stop_after_iters=2, **kw)
+    assert rec["status"] == "stopped" and rec["history"] == []
+    _, rec = lf.train_labelfree(config, name="b", out_dir=tmp_path / "b", stop_after_iters=3, **kw)
+    assert rec["status"] == "stopped" and len(rec["history"]) == 1
+    part, rec_part = lf.train_labelfree(config, name="b", out_dir=tmp_path / "b", **kw)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, part.state_dict()[k]), k
+    strip = ("train_s", "eval_s")
+    assert [{k: v for k, v in h.items() if k not in strip} for h in rec_full["history"]] == \
+        [{k: v for k, v in h.items() if k not in strip} for h in rec_part["history"]]
+    assert rec_full["ewgs_updates"] == rec_part["ewgs_updates"]
+    # Cosine over the epochs, stepped per epoch: lr_e = lr·(1 + cos(π e / E))/2.
+    assert [h["lr"] for h in rec_full["history"]] == pytest.approx([config.lr, config.lr / 2])
+    lr_q = config.lr_q or config.lr  # SQAKD: its own 1e-5; FAQD: the alpha group runs at lr
+    assert [h["lr_q"] for h in rec_full["history"]] == pytest.approx([lr_q, lr_q / 2])
+    if config.quantizer == "ewgs":  # EWGS's Hessian update ran once, at the start of epoch 1
+        assert [u["epoch"] for u in rec_full["ewgs_updates"]] == [1]
+        # (Its values: Hutchinson traces clipped at 0; on this random ResNet-8 they come out 0.)
+        w = [float(m.delta) for m in full.modules() if isinstance(m, IntervalQuantizer) and m.kind == "weight"]
+        assert all(d >= 0 for d in w)
+        assert rec_full["ewgs_updates"][0]["mean_delta_w"] == pytest.approx(sum(w) / len(w))
+    # A different config may not continue this checkpoint.
+    with pytest.raises(ValueError, match="another config"):
+        lf.train_labelfree(lf.LabelFreeConfig(**{**config.to_dict(), "lr": 0.5}), name="b",
+                           out_dir=tmp_path / "b", **kw)
+
+
+def test_record_written_with_provenance(teacher, tmp_path, monkeypatch):
+    monkeypatch.setattr(lf, "SMOKE", {**lf.SMOKE, **TINY})
+    record = lx.run_experiment("dorefa+sqakd", "w2a2", profile="smoke", out_dir=tmp_path, progress=False,
+                               teacher=teacher, student=teacher, device="cpu")
+    config = lx.experiment_config("dorefa+sqakd", "w2a2", profile="smoke")
+    on_disk = json.loads((tmp_path / "dorefa+sqakd-w2a2-cifar10-jpeg-seed0-smoke.json").read_text())
+    assert on_disk["experiment"] == "dorefa+sqakd" and on_disk["bits"] == "w2a2"
+    for key in ("kind", "config", "seed", "history", "best_acc", "final_acc", "wall_time_s", "device", "commit",
+                "dataset", "dataset_display", "teacher", "teacher_acc", "init_acc", "student_init", "method"):
+        assert key in on_disk, key
+    assert on_disk["kind"] == "labelfree" and on_disk["config"] == config.to_dict()
+    assert on_disk["dataset_display"] == "CIFAR-10 (JPEG q75)" and on_disk["teacher"] == "given"
+    assert record["drop_best"] == pytest.approx(record["teacher_acc"] - record["best_acc"])
+    assert record["method"] == "DoReFa + SQAKD (label-free KL)" and record["wall_time_s"] > 0
+
+
+def test_optimizer_groups_and_grad_clip(teacher, monkeypatch):
+    run = lf._Run(_row_config("ewgs+sqakd"), teacher, teacher, torch.device("cpu"))
+    model_g, q_g = run.opt.param_groups
+    assert isinstance(run.opt, torch.optim.Adam) and (model_g["lr"], model_g["weight_decay"]) == (1e-3, 1e-4)
+    assert (q_g["lr"], q_g["weight_decay"]) == (1e-5, 0.0)
+    qat = [m for m in run.student.modules() if isinstance(m, QATConv2d)]
+    expected = {id(p) for m in qat for p in (m.w_quant.lower, m.w_quant.upper, m.a_quant.lower, m.a_quant.upper,
+                                             m.output_scale)}
+    assert {id(p) for p in q_g["params"]} == expected
+    assert len(model_g["params"]) + len(q_g["params"]) == len(list(run.student.parameters()))
+
+    run = lf._Run(_row_config("faqd-fa"), teacher, teacher, torch.device("cpu"))
+    model_g, alpha_g = run.opt.param_groups
+    assert isinstance(run.opt, torch.optim.SGD) and model_g["nesterov"] and model_g["momentum"] == 0.9
+    assert (alpha_g["lr"], alpha_g["weight_decay"], model_g["weight_decay"]) == (0.01, 1e-6, 1e-4)
+    assert all(p.dim() == 0 for p in alpha_g["params"])  # one ReLU step alpha per QuantReLU
+    assert {id(p) for p in run.adapter.parameters()} <= {id(p) for p in model_g["params"]}  # _full: trained
+    norms = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda ps, m: norms.append(m) or real(ps, m))
+    run.step(run.augment(fake_load_split("cifar10", "train")[0][:4]))
+    assert norms == [20.0]
+
+
+def test_profiles_hold_the_papers_schedules():
+    s = lf.LabelFreeConfig.from_profile("paper", "sqakd")
+    assert (s.epochs, s.batch_size, s.optimizer, s.lr, s.lr_q, s.weight_decay, s.kd_T, s.loss) == \
+        (1200, 256, "adam", 1e-3, 1e-5, 1e-4, 4.0, "sqakd_kl")
+    f = lf.LabelFreeConfig.from_profile("paper", "faqd")
+    assert (f.epochs, f.batch_size, f.optimizer, f.lr, f.momentum, f.nesterov, f.grad_clip, f.fa_coef, f.kd_loss) \
+        == (200, 100, "sgd", 0.01, 0.9, True, 20.0, 0.1, "mse")
+    assert lf.LabelFreeConfig.from_profile("short", "faqd").epochs == 20
+    smoke = lf.LabelFreeConfig.from_profile("smoke", "faqd", seed=3)
+    assert (smoke.epochs, smoke.train_size, smoke.test_size, smoke.seed, smoke.lr) == (2, 256, 64, 3, 0.01)
+    c = lx.experiment_config("faqd-ffa", "w2a2", "short")
+    assert (c.quant_config.name, c.fa_type, c.recipe, c.teacher) == ("w2a2", "ffa", "faqd", "auto")
+
+
+def test_student_init_and_teacher_resolution(teacher, monkeypatch):
+    config = lf.LabelFreeConfig.from_profile("smoke", "faqd")
+    big = CIFARResNet(20)
+    assert lf.resolve_student_init(config, big, "t") == ("teacher (t)", big)  # same arch: the teacher
+    loaded = []
+    monkeypatch.setattr(lf, "load_teacher", lambda name: loaded.append(name) or resnet20())
+    name, model = lf.resolve_student_init(config, teacher, "t")  # ResNet-8 teacher: load an FP ResNet-20
+    assert name == "resnet20_cifar10-jpeg" and lf.arch_of(model) == "resnet20" and loaded == [name]
+    assert lf.resolve_student_init(lf.LabelFreeConfig(student_init="scratch"), teacher, "t")[0] == "scratch"
+    with pytest.raises(ValueError, match="is a resnet20, but the student arch is resnet32"):
+        lf.resolve_student_init(lf.LabelFreeConfig(arch="resnet32", student_init="akamaster_resnet20_cifar10"),
+                                teacher, "t")
+    assert lf.teacher_candidates("faqd", "resnet20", "cifar10-jpeg") == ["resnet110_cifar10-jpeg"]
+
+
+def test_faqd_without_a_resnet110_teacher_fails_clearly(capsys):
+    if (Path(lf.__file__).parent / "weights" / "resnet110_cifar10-jpeg.pt").is_file():
+        pytest.skip("a ResNet-110 teacher is shipped here")
+    with pytest.raises(TeacherUnavailableError, match="--dataset cifar10-jpeg --arch resnet110"):
+        lx.run_experiment("faqd-fa", "w4a4", profile="smoke", progress=False, device="cpu")
+    assert lx.main(["run", "faqd-logit", "--bits", "w2a2", "--profile", "smoke", "--out", "/nonexistent/x",
+                    "--no-progress", "--device", "cpu"]) == 1
+    assert "faqd-logit w2a2 seed 0: not run" in capsys.readouterr().err
+
+
+def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
+    t20 = _calibrated(resnet20())  # a ResNet-20 "teacher", so the student is its quantized copy
+    monkeypatch.setattr(lf, "resolve_teacher", lambda config: ("random-resnet20", t20))
+    monkeypatch.setattr(lf, "SMOKE", {**lf.SMOKE, **TINY})
+    assert lx.main(["list"]) == 0
+    assert "faqd-ffa" in capsys.readouterr().out
+    assert lx.main(["run", "pact+sqakd", "--bits", "w4a4", "--profile", "smoke", "--out", str(tmp_path),
+                    "--no-progress", "--device", "cpu"]) == 0
+    assert "pact+sqakd w4a4 seed 0: status=complete" in capsys.readouterr().out
+    assert lx.main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| pact+sqakd | W4A4"))
+    assert "| no | 1 |" in row and "random-resnet20" in row and "not obtained" in row
+    rows = lx.results_table("smoke", folder=tmp_path)
+    assert len(rows) == sum(len(e.bits) for e in lx.EXPERIMENTS.values())
+    assert {r["paper"] for r in rows} == {"not obtained"}  # never a number we did not read
+    assert next(r for r in rows if r["experiment"] == "pact" and r["bits"] == "W4A4")["best"] == "not run"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(quantizer="nope"), "quantizer must be one of ewgs, pact, lsq, dorefa, faqd"),
+    (dict(loss="kl"), "loss must be one of sqakd_kl, faqd, ce"),
+    (dict(teacher="resnet999"), "teacher must be one of auto, resnet20_cifar10"),
+    (dict(student_init="x"), "student_init must be one of auto, scratch"),
+    (dict(dataset="mnist"), "mnist"),
+    (dict(quantizer="faqd", w_bits=3), "FAQD's w_bits must be one of"),
+    (dict(quantizer="lsq", w_bits=1), "w_bits"),
+    (dict(batch_size=1), "batch_size must be at least 2"),
+    (dict(lr=0), "lr must be a positive number"),
+    (dict(grad_clip=-1.0), "grad_clip must be a positive number or None"),
+    (dict(train_size=0), "train_size must be a positive int"),
+    (dict(fa_coef=-0.1), "fa_coef must be a number >= 0"),
+])
+def test_config_rejects_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        lf.LabelFreeConfig(**kw)
+
+
+def test_bad_inputs_elsewhere(teacher, capsys):
+    with pytest.raises(ValueError, match="profile must be one of smoke, short, paper"):
+        lf.LabelFreeConfig.from_profile("long")
+    with pytest.raises(ValueError, match="recipe must be one of sqakd, faqd"):
+        lf.LabelFreeConfig.from_profile("smoke", "ait")
+    for args, match in [(("nope", "w2a2"), "unknown experiment 'nope'; available: ewgs, ewgs\\+sqakd"),
+                        (("lsq", "w1a1"), "lsq is defined at w2a2, w4a4"),
+                        (("lsq", "w2a2", "huge"), "unknown profile"), (("lsq", "w2a2", "smoke", "svhn"), "svhn")]:
+        with pytest.raises(ValueError, match=match):
+            lx.experiment_config(*args)
+    with pytest.raises(ValueError, match="written like 'w4a4'"):
+        lx.parse_bits("4bit")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        lx.results_table(names=["gdfq"])
+    for argv in (["run", "gdfq", "--profile", "smoke"], ["run", "lsq", "--bits", "w1a1"]):
+        with pytest.raises(SystemExit):
+            lx.main(argv)
+    assert "available: ewgs" in capsys.readouterr().err
+    kw = dict(teacher=teacher, student=teacher, progress=False, device="cpu")
+    with pytest.raises(TypeError, match="LabelFreeConfig"):
+        lf.train_labelfree({"epochs": 1}, **kw)
+    with pytest.raises(ValueError, match="train_size=64 but the split has only 32"):
+        lf.train_labelfree(_row_config("lsq+sqakd", train_size=64), **kw)
+    with pytest.raises(ValueError, match="batch_size=16 exceeds the 8 training images"):
+        lf.train_labelfree(_row_config("lsq+sqakd", batch_size=16), **kw)
+    with pytest.raises(ValueError, match="100 output classes"):
+        lf.train_labelfree(_row_config("lsq+sqakd"), teacher=CIFARResNet(8, 100), student=teacher, progress=False,
+                           device="cpu")
