@@ -11,7 +11,6 @@ STAMP     := $(VENV)/.installed
 
 export AKT_DATA_DIR ?= $(abspath ../shared/data)
 export AKT_WEIGHTS_DIR ?= $(abspath ../shared/weights)
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: setup book test clean
