@@ -106,15 +106,17 @@ def paper_result(name: str, dataset: str, bits: str) -> tuple[float, str] | None
 
 
 def parse_bits(bits: str) -> tuple[int, int]:
-    """``"w4a4"`` → ``(4, 4)``; a clear error otherwise."""
-    b = bits.lower()
-    try:
-        w, a = b[1:].split("a")
-        if b[0] != "w":
-            raise ValueError
-        return int(w), int(a)
-    except ValueError:
-        raise ValueError(f"bit-widths are written like 'w4a4', got {bits!r}") from None
+    """``"w4a4"`` → ``(4, 4)``; a clear error otherwise (shared by the label-free rows).
+
+    Examples:
+        >>> parse_bits("w2a2")
+        (2, 2)
+    """
+    b = str(bits).lower()
+    w, sep, a = b[1:].partition("a")
+    if b[:1] != "w" or not sep or not w.isdigit() or not a.isdigit():
+        raise ValueError(f"bit-widths are written like 'w4a4', got {bits!r}")
+    return int(w), int(a)
 
 
 def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATASETS
+from .experiments import _mean_std, format_table, parse_bits  # one table format for both families
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -78,20 +79,6 @@ PAPER_SOURCES = {"sqakd": "SQAKD paper Table 4 (CIFAR): not obtained offline, me
                  "faqd": "FAQD paper tables: not obtained offline, methods.md §5d"}
 
 
-def parse_bits(bits: str) -> tuple[int, int]:
-    """``"w4a4"`` → ``(4, 4)``; a clear error otherwise.
-
-    Examples:
-        >>> parse_bits("w2a2")
-        (2, 2)
-    """
-    b = str(bits).lower()
-    w, sep, a = b[1:].partition("a")
-    if b[:1] != "w" or not sep or not w.isdigit() or not a.isdigit():
-        raise ValueError(f"bit-widths are written like 'w4a4', got {bits!r}")
-    return int(w), int(a)
-
-
 def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg",
                       seed: int = 0, **overrides) -> LabelFreeConfig:
     """The ``LabelFreeConfig`` of a row at a bit-width and profile.
@@ -125,14 +112,6 @@ def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = 
     _, record = train_labelfree(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,
                                 tags={"experiment": name, "bits": bits}, **kwargs)
     return record
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "not run"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def paper_result(name: str, dataset: str, bits: str) -> tuple[float, str] | None:
@@ -182,15 +161,6 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "paper source": paper[1] if paper else PAPER_SOURCES[exp.recipe],
             })
     return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of ``results_table`` rows."""
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
