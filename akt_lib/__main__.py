@@ -5,17 +5,22 @@ Commands (each is a module's ``main(argv)``; ``python -m akt_lib <command> --hel
 * ``teacher`` – train a full-precision teacher (``akt_lib.teacher``, chapter 2)
 * ``zsq``     – run named zero-shot quantization experiments (``akt_lib.experiments``, chapters 3–5)
 * ``labelfree`` – run named label-free QAT distillation experiments (``akt_lib.labelfree_experiments``, chapters 6–7)
+* ``bench``   – time eager vs compiled training steps and concurrent runs (``akt_lib.bench``, appendix)
+
+``run`` of ``zsq`` and ``labelfree`` takes ``--jobs N`` to run rows × seeds side by side (``akt_lib.runner``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
     "teacher": "akt_lib.teacher",
     "zsq": "akt_lib.experiments",
     "labelfree": "akt_lib.labelfree_experiments",
+    "bench": "akt_lib.bench",
 }
 
 
@@ -25,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     command, rest = argv[0], argv[1:]
+    if os.environ.get("AKT_TORCH_THREADS"):  # set by akt_lib.runner for side-by-side CPU runs
+        import torch
+
+        torch.set_num_threads(int(os.environ["AKT_TORCH_THREADS"]))
     if command not in COMMANDS:
         print(f"unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

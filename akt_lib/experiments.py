@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .data import DATASETS
+from .fast import FAST_MODES
 from .records import load_records, results_dir
 from .zsq import ZSQConfig, smoke_config, train_zsq
 
@@ -153,10 +154,15 @@ def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str
 
 def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", seed: int = 0,
                    out_dir: str | Path | None = None, progress: bool = True, **kwargs) -> dict:
-    """Run one row (one seed) and return its record (written to ``out_dir`` when given)."""
+    """Run one row (one seed) and return its record (written to ``out_dir`` when given).
+
+    ``kwargs`` go to ``train_zsq`` (``teacher=``, ``device=``, ``time_budget_s=``, ``fast=`` ...);
+    ZeroQ (post-training only) takes ``teacher=`` and ``device=`` and ignores the training options.
+    """
     exp = EXPERIMENTS.get(name)
     if exp is not None and exp.kind == "ptq":
-        return run_zeroq(bits, profile=profile, dataset=dataset, seed=seed, out_dir=out_dir, progress=progress)
+        return run_zeroq(bits, profile=profile, dataset=dataset, seed=seed, out_dir=out_dir, progress=progress,
+                         teacher=kwargs.get("teacher"), device=kwargs.get("device"))
     config = experiment_config(name, bits, profile, dataset, seed)
     _, record = train_zsq(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress, **kwargs)
     record["experiment"], record["bits"] = name, bits
@@ -291,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument("--out", default=None, help="record folder (default: results/zsq/<profile>)")
     r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly and resume later")
+    r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
+    r.add_argument("--fast", default="auto", choices=FAST_MODES,
+                   help="compiled training steps (akt_lib.fast; default: on CUDA only)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, one process each (default 1: one after another; 4 suits a GPU)")
     r.add_argument("--no-progress", action="store_true")
     t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
     t.add_argument("--profile", default="short", choices=PROFILES)
@@ -309,15 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
+    for name in args.names:
+        bad = [b for b in args.bits or [] if b not in EXPERIMENTS[name].bits]
+        if bad:  # checked before anything runs
+            p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {', '.join(bad)}")
     out = Path(args.out) if args.out else results_dir() / "zsq" / args.profile
+    if args.jobs != 1:
+        from .runner import run_cli_parallel
+
+        code = run_cli_parallel("zsq", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
+        print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+        return code
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
-            if bits not in EXPERIMENTS[name].bits:
-                p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {bits}")
             for seed in args.seeds:
-                kw = {"time_budget_s": args.time_budget} if EXPERIMENTS[name].kind == "zsq" else {}
+                kw = {"time_budget_s": args.time_budget, "fast": args.fast} if EXPERIMENTS[name].kind == "zsq" else {}
                 rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
-                                     progress=not args.no_progress, **kw)
+                                     progress=not args.no_progress, device=args.device, **kw)
                 print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
                       f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))

@@ -48,6 +48,7 @@ from torch import nn
 from .augment import random_crop_flip
 from .data import check_dataset, fixed_subset, load_split, normalize
 from .evaluate import evaluate
+from .fast import compile_step, mark_step_begin, resolve_fast
 from .faqd import FAQDConfig, FeatureAdapter, QuantReLU, fa_loss, ffa_loss, logit_mse_loss
 from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
@@ -318,9 +319,11 @@ def _quantizer_params(student: nn.Module) -> list[nn.Parameter]:
 class _Run:
     """Teacher, student, adapter, optimizer, schedule and the generator of one run; its loss and step."""
 
-    def __init__(self, config: LabelFreeConfig, teacher: nn.Module, init: nn.Module, device: torch.device):
+    def __init__(self, config: LabelFreeConfig, teacher: nn.Module, init: nn.Module, device: torch.device,
+                 fast: str = "off"):
         c = self.config = config
         self.device = device
+        self.fast = resolve_fast(fast, device)
         self.amp = c.amp and device.type == "cuda"
         self.teacher = copy.deepcopy(teacher).to(device).eval()  # ours to hook; the caller's stays untouched
         for p in self.teacher.parameters():
@@ -351,6 +354,11 @@ class _Run:
             self.opt = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=c.epochs)  # stepped per epoch
         self.gen = torch.Generator(device=device).manual_seed(c.seed)  # shuffling, augmentation, init batch
+        # The fast path compiles forward + loss (graph breaks allowed: FFA draws its projections
+        # from its own torch.Generator, which stays outside the graph). EWGS's Hessian traces keep
+        # the eager ``loss`` (they need double backward).
+        self.loss_step = compile_step(self._amp_loss, self.fast, "the label-free step", fast == "auto",
+                                      fullgraph=False)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, 32, 32)`` → cropped, flipped, normalised float32 (on the device)."""
@@ -380,9 +388,15 @@ class _Run:
         loss = c.kd_coef * kd + c.fa_coef * fa
         return loss, torch.stack([loss.detach(), kd.detach().float(), fa.detach().float()])
 
-    def step(self, batch) -> torch.Tensor:
+    def _amp_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss, parts = self.loss(batch)
+            return self.loss(batch)
+
+    def step(self, batch) -> torch.Tensor:
+        mark_step_begin(self.fast)
+        loss, parts = self.loss_step(batch)
+        if self.fast == "cudagraphs":  # graph outputs are overwritten by the next replay
+            parts = parts.clone()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
@@ -441,7 +455,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                     teacher: nn.Module | None = None, student: nn.Module | None = None, resume: bool = True,
                     progress: bool = True, device: str | torch.device | None = None,
                     time_budget_s: float | None = None, stop_after_iters: int | None = None,
-                    tags: dict | None = None) -> tuple[nn.Module, dict]:
+                    tags: dict | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
     """Train a quantized student by label-free distillation (or, ``loss="ce"``, with labels). Chapters 6–7.
 
     Args:
@@ -457,6 +471,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
         time_budget_s: stop cleanly (checkpoint written) once this much wall time has passed.
         stop_after_iters: stop cleanly at this global iteration (tests, splitting long runs).
         tags: extra record fields, e.g. ``{"experiment": "ewgs+sqakd", "bits": "w2a2"}``.
+        fast: ``akt_lib.fast`` mode (``"auto"``: compiled on CUDA, eager elsewhere); recorded.
 
     Returns:
         ``(student, record)``: the student in ``eval()`` mode, and the record (``kind="labelfree"``;
@@ -495,7 +510,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     if steps == 0:
         raise ValueError(f"batch_size={bs} exceeds the {n} training images (train_size={config.train_size})")
 
-    run = _Run(config, teacher, student, device)
+    run = _Run(config, teacher, student, device, fast=fast)
     if config.supervised:
         def batch_of(i):  # the CE baseline: (augmented images, labels) of the same indices
             return run.augment(images[i]), labels[i]
@@ -523,7 +538,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                       teacher=teacher_name, teacher_arch=arch_of(teacher), student_init=init_name,
                       student_arch=arch_of(student),
                       train_size=n, test_size=int(x_test.shape[0]), steps_per_epoch=steps,
-                      amp_dtype="bfloat16" if run.amp else None, data_on_device=True, ewgs_updates=[],
+                      amp_dtype="bfloat16" if run.amp else None, data_on_device=True, ewgs_updates=[], fast=run.fast,
                       teacher_acc=evaluate(run.teacher, x_test, y_test, config.dataset, config.eval_batch_size),
                       init_acc=evaluate(run.student, x_test, y_test, config.dataset, config.eval_batch_size),
                       **(tags or {}))

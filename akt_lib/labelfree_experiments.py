@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .data import DATASETS
 from .experiments import _mean_std, format_table, parse_bits  # one table format for both families
+from .fast import FAST_MODES
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None, help="record folder (default: results/labelfree/<profile>)")
     r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly, rerun to resume")
     r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
+    r.add_argument("--fast", default="auto", choices=FAST_MODES,
+                   help="compiled training steps (akt_lib.fast; default: on CUDA only)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side, one process each (default 1: one after another; 4 suits a GPU)")
     r.add_argument("--no-progress", action="store_true")
     t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
     t.add_argument("--profile", default="short", choices=PROFILES)
@@ -202,13 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {', '.join(bad)}")
     out = Path(args.out) if args.out else results_dir() / "labelfree" / args.profile
+    if args.jobs != 1:
+        from .runner import run_cli_parallel
+
+        code = run_cli_parallel("labelfree", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
+        print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+        return code
     failed = 0
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:
                 try:
                     rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
-                                         progress=not args.no_progress, device=args.device,
+                                         progress=not args.no_progress, device=args.device, fast=args.fast,
                                          time_budget_s=args.time_budget)
                 except TeacherUnavailableError as e:
                     print(f"{name} {bits} seed {seed}: not run: {e}", file=sys.stderr)

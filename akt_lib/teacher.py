@@ -37,6 +37,7 @@ from .augment import random_crop_flip
 from .data import DATASETS, check_dataset, fixed_subset, load_split
 from .data import normalize as normalize_images
 from .evaluate import evaluate
+from .fast import FAST_MODES, compile_step, mark_step_begin, resolve_fast
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record
 from .utils import get_device, seed_everything
@@ -193,7 +194,17 @@ def _load_data(cfg: TeacherConfig) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, amp, bar) -> tuple[float, float]:
+def _forward_loss(model: nn.Module, cfg: TeacherConfig, amp: bool):
+    """``(xb, yb) -> (logits, loss)`` for one batch: the function the fast path compiles."""
+    def forward_loss(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device_type=xb.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(xb)  # (B, num_classes)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)  # float32 under autocast
+        return logits, loss
+    return forward_loss
+
+
+def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, forward_loss, bar, fast="off") -> tuple[float, float]:
     """One epoch over ``x`` (on the device) in shuffled full batches; returns (loss, accuracy %)."""
     model.train()
     bs, steps = cfg.batch_size, x.shape[0] // cfg.batch_size  # drop the ragged last batch
@@ -207,9 +218,8 @@ def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, amp, bar) -> tupl
         if cfg.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y[idx]  # (B,)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(xb)  # (B, num_classes)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)  # float32 under autocast
+        mark_step_begin(fast)
+        logits, loss = forward_loss(xb, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -222,7 +232,7 @@ def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, amp, bar) -> tupl
 
 def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resume: bool = True,
                   progress: bool = True, *, device: str | torch.device | None = None,
-                  stop_after: int | None = None) -> tuple[nn.Module, dict]:
+                  stop_after: int | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
     """Train ``config.arch`` on ``config.dataset`` and write weights, model card and record.
 
     Args:
@@ -233,6 +243,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
         device: default ``akt_lib.utils.get_device()``.
         stop_after: end the call once this many epochs are done, as an interruption would
             (checkpoint written, no weights or card); for tests and for splitting long runs.
+        fast: ``akt_lib.fast`` mode for the training step (``"auto"``: compiled on CUDA only;
+            the fused SGD comes with it); recorded as ``record["fast"]``.
 
     Returns:
         ``(model, record)``: the model on ``device`` in ``eval()`` mode and the run record (its
@@ -254,8 +266,10 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     model = build_model(config.arch, info.num_classes).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    fast_mode = resolve_fast(fast, device)
+    fused = {"fused": True} if fast_mode != "off" and device.type == "cuda" else {}
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+                          nesterov=config.nesterov, weight_decay=config.weight_decay, **fused)
     total = config.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: one_cycle(t, total, config.warmup_frac))
     gen = torch.Generator(device=device).manual_seed(config.seed)  # shuffling + augmentation
@@ -283,6 +297,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
                       amp_dtype="bfloat16" if amp else None, data_on_device=True)
 
     normalize = functools.partial(normalize_images, name=config.dataset)  # constants cached per device
+    forward_loss = compile_step(_forward_loss(model, config, amp), fast_mode, "the teacher step", fast == "auto")
+    record["fast"] = fast_mode if record.get("fast", fast_mode) == fast_mode else f"{record['fast']}+{fast_mode}"
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
@@ -290,7 +306,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     try:
         for epoch in range(start, end):
             t0 = time.perf_counter()
-            loss, train_acc = _train_epoch(model, opt, sched, x_train, y_train, config, gen, normalize, amp, bar)
+            loss, train_acc = _train_epoch(model, opt, sched, x_train, y_train, config, gen, normalize, forward_loss,
+                                           bar, fast_mode)
             t1 = time.perf_counter()
             last = epoch + 1 == config.epochs
             acc = (evaluate(model, x_test, y_test, config.dataset, config.eval_batch_size)
@@ -426,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-size", type=int, help="evaluate on a fixed random subset of this many images")
     p.add_argument("--out", help="output folder (default results/teachers; runs/teachers for smoke)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--fast", default="auto", choices=FAST_MODES,
+                   help="compiled training step (akt_lib.fast; default: on CUDA only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: CUDA when available)")
     args = p.parse_args(argv)
@@ -441,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile != "smoke" and device.type == "cpu":
         print("warning: a full teacher recipe on the CPU takes hours; --profile smoke checks the code",
               file=sys.stderr)
-    _, r = train_teacher(config, args.out, resume=not args.no_resume, progress=not args.no_progress, device=device)
+    _, r = train_teacher(config, args.out, resume=not args.no_resume, progress=not args.no_progress, device=device,
+                         fast=args.fast)
     print(f"{r['name']}: {r['dataset_display']}, {profile} profile, seed {r['seed']}: test acc {r['final_acc']:.2f} % "
           f"(best {r['best_acc']:.2f} % at epoch {r['best_epoch']}), {len(r['history'])} epochs, "
           f"{r['wall_time_s']:.1f} s on {r['device']}")

@@ -38,6 +38,7 @@ from . import losses as L
 from .bns import BNStatsTap, bns_loss
 from .data import check_dataset, fixed_subset, load_split
 from .evaluate import evaluate
+from .fast import compile_step, mark_step_begin, resolve_fast
 from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
@@ -153,9 +154,10 @@ def resolve_teacher(config: ZSQConfig) -> tuple[str, nn.Module]:
 class _Run:
     """The state of one run (models, optimizers, RNG) and its two steps."""
 
-    def __init__(self, config: ZSQConfig, teacher: nn.Module, device: torch.device):
+    def __init__(self, config: ZSQConfig, teacher: nn.Module, device: torch.device, fast: str = "off"):
         c = self.config = config
         self.device = device
+        self.fast = resolve_fast(fast, device)
         self.num_classes = check_dataset(c.dataset).num_classes
         torch.manual_seed(c.seed)
         self.teacher = teacher.to(device).eval()
@@ -174,7 +176,9 @@ class _Run:
         self.t_feats = FeatureTap(self.teacher, detach=True) if use_rfd else None
         self.s_feats = FeatureTap(self.student) if use_rfd else None
 
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=c.g_betas)
+        # The fast path on CUDA uses the fused (one-kernel) Adam/SGD: the same update arithmetic.
+        fused = {"fused": True} if self.fast != "off" and device.type == "cuda" else {}
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=c.g_betas, **fused)
         if c.inundation:
             # Conv/FC weights get gradient inundation; BN parameters and biases plain Nesterov SGD.
             self.opt_s = GradientInundationSGD(inundation_param_groups(self.student), lr=c.lr_s,
@@ -182,20 +186,50 @@ class _Run:
                                                weight_decay=c.weight_decay)
         else:
             self.opt_s = torch.optim.SGD(self.student.parameters(), lr=c.lr_s, momentum=c.momentum,
-                                         nesterov=True, weight_decay=c.weight_decay)
+                                         nesterov=True, weight_decay=c.weight_decay, **fused)
         self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, list(c.lr_milestones), c.lr_gamma)
         self.sched_s = torch.optim.lr_scheduler.MultiStepLR(self.opt_s, list(c.lr_milestones), c.lr_gamma)
+
+        # The fast path compiles the two forward + loss functions below (and GI's update); the
+        # eager path calls them as they are. ``fast == "auto"`` falls back to eager on failure.
+        fallback = fast == "auto"
+        self.generator_forward = compile_step(self._generator_forward, self.fast, "the generator step", fallback)
+        self.student_forward = compile_step(self._student_forward, self.fast, "the student step", fallback)
+        self.student_update = (compile_step(self.opt_s.step, self.fast, "gradient inundation", fallback,
+                                            fullgraph=False) if c.inundation else self.opt_s.step)
 
     # --- one iteration -------------------------------------------------------------------------
     def step(self, train_student: bool) -> dict[str, torch.Tensor]:
         c = self.config
+        mark_step_begin(self.fast)
         z, y = sample_latent(c.batch_size, self.num_classes, c.latent_dim, generator=self.rng, device=self.device)
-        x = self.generator(z, y)  # (N, 3, 32, 32), normalised-input space
 
-        # Generator step. The teacher's BN inputs (and, for RFD, its unit features) are recorded
-        # by hooks during this forward; the feature tap keeps detached copies for the student step.
-        if self.t_feats is not None:
-            self.t_feats.clear()
+        # Generator step: one Adam step of G on the generator loss.
+        x, t_logits, t_feats, loss_g, bns = self.generator_forward(z, y)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        # Student step on the same images, detached from G. Its forward also calibrates the
+        # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
+        loss_s, rfd = self.student_forward(x.detach(), t_logits.detach(), y, t_feats)
+        if train_student:
+            self.opt_s.zero_grad(set_to_none=True)
+            loss_s.backward()
+            self.student_update()
+        stats = {"loss_g": loss_g, "loss_s": loss_s, "bns": bns, "rfd": rfd}
+        # CUDA-graph outputs live in a pool the next iteration overwrites: keep copies.
+        return {k: (v.detach().clone() if self.fast == "cudagraphs" else v.detach()) for k, v in stats.items()}
+
+    def _generator_forward(self, z: torch.Tensor, y: torch.Tensor):
+        """Images and the generator loss: ``(x, t_logits, t_feats, loss_g, bns)``.
+
+        The teacher's BN inputs (and, for RFD, its unit features) are recorded by hooks during
+        its forward; ``t_feats`` is a tuple of detached copies for the student step (empty
+        without RFD).
+        """
+        c = self.config
+        x = self.generator(z, y)  # (N, 3, 32, 32), normalised-input space
         t_logits = self.teacher(x)
         bns = bns_loss(self.bn_tap)
         if c.generator_loss == "gdfq":
@@ -203,25 +237,17 @@ class _Run:
         else:  # AdaDFQ: the student also judges the generated images (and calibrates on them)
             s_logits_g = self.student(x)
             loss_g = L.adadfq_generator_loss(t_logits, s_logits_g, y, bns)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        t_feats = tuple(self.t_feats.features) if self.t_feats is not None else ()
+        return x, t_logits, t_feats, loss_g, bns
 
-        # Student step on the same images, detached from G. Its forward also calibrates the
-        # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
-        x = x.detach()
-        t_logits = t_logits.detach()
-        if self.s_feats is not None:
-            self.s_feats.clear()
+    def _student_forward(self, x: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
+                         t_feats: tuple[torch.Tensor, ...]):
+        """The student's forward on ``x`` and its loss: ``(loss_s, rfd)``."""
         s_logits = self.student(x)
-        loss_s, rfd = self.student_loss(s_logits, t_logits, y)
-        if train_student:
-            self.opt_s.zero_grad(set_to_none=True)
-            loss_s.backward()
-            self.opt_s.step()
-        return {"loss_g": loss_g.detach(), "loss_s": loss_s.detach(), "bns": bns.detach(), "rfd": rfd.detach()}
+        return self.student_loss(s_logits, t_logits, y, t_feats)
 
-    def student_loss(self, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def student_loss(self, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                     t_feats: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         """The host method's student loss, with AKT's RFD mixed in when enabled; returns (loss, rfd)."""
         c = self.config
         if c.student_loss == "gdfq":
@@ -235,7 +261,7 @@ class _Run:
             # feature lists, i.e. it is exactly 0 (methods.md §2a'), so only the host loss trains.
             return host, torch.zeros((), device=s.device)
         # Teacher features of the *same* images, kept (detached) from the generator step.
-        rfd = L.rfd_loss(self.s_feats.features, self.t_feats.features, tau=c.rfd_tau, form=c.rfd)
+        rfd = L.rfd_loss(self.s_feats.features, list(t_feats), tau=c.rfd_tau, form=c.rfd)
         if c.rfd == "paper":  # L_AKT = α·L_RFD + (1 − α)·L_KL
             return c.akt_alpha * rfd + (1.0 - c.akt_alpha) * host, rfd
         return host + rfd, rfd  # released form: L_KL + 1000·RFD (the ×1000 is inside rfd_loss)
@@ -291,7 +317,7 @@ def _paths(out_dir: Path, config: ZSQConfig, name: str) -> tuple[Path, Path]:
 def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None = None,
               teacher: nn.Module | None = None, resume: bool = True, progress: bool = True,
               device: str | torch.device | None = None, time_budget_s: float | None = None,
-              stop_after_iters: int | None = None) -> tuple[nn.Module, dict]:
+              stop_after_iters: int | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
     """Train a zero-shot quantized student; return ``(student, record)``.
 
     Args:
@@ -304,6 +330,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         device: default ``akt_lib.utils.get_device()``.
         time_budget_s: stop (after writing a checkpoint) once this much wall time has passed.
         stop_after_iters: stop (after writing a checkpoint) at this global iteration (tests).
+        fast: ``akt_lib.fast`` mode: ``"auto"`` (compiled on CUDA, eager elsewhere), ``"off"``
+            (the eager reference), ``"compile"`` or ``"cudagraphs"``. Recorded as ``record["fast"]``.
 
     Returns:
         The student (frozen ranges, eval mode) and the record (``status`` is ``"complete"`` or
@@ -318,7 +346,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     if teacher is None:
         teacher_name, teacher = resolve_teacher(config)
     teacher = copy.deepcopy(teacher)
-    run = _Run(config, teacher, device)
+    run = _Run(config, teacher, device, fast=fast)
 
     images, labels = load_split(config.dataset, "test")
     if config.eval_subset is not None:
@@ -339,6 +367,9 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record["teacher"] = teacher_name
         record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
         record["method"] = _method_label(config)
+        record["fast"] = run.fast
+    elif record.get("fast", "off") != run.fast:  # resumed under another mode: say so
+        record["fast"] = f"{record.get('fast', 'off')}+{run.fast}"
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
     def save(iteration: int, status: str) -> None:

@@ -1,0 +1,318 @@
+"""``python -m akt_lib bench``: what one training step costs, eager vs fast, and side by side.
+
+For every step the book trains — the zero-shot family (GDFQ, AdaDFQ, AKT, GDFQ+AIT), SQAKD's
+label-free QAT step and the teacher's — the benchmark builds the real trainer state (``zsq._Run``,
+``labelfree._Run``, the teacher's forward + loss) at the papers' batch sizes and times the eager
+reference and the fast path (``akt_lib.fast``) **in the same process**, so the ratio is not
+confounded by another machine or another day. Compilation happens during the warm-up steps and is
+reported separately (``compile_s``): it is paid once per run, not per step.
+
+The concurrency part starts K copies of one step as separate processes on the same device, lets
+them all compile, starts their timed loops together (a file barrier) and reports the aggregate
+iterations per second against one process alone.
+
+The inputs are random (random-init teacher, random images): a step's cost does not depend on the
+weights. The record (``results/bench/bench-<device>-<profile>.json``) names the device, torch
+version and commit. The appendix chapter renders it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .fast import FAST_MODES, compile_step, mark_step_begin, resolve_fast
+from .models import build_model
+from .utils import get_device
+
+__all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
+           "markdown_table", "main"]
+
+#: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
+#: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
+PAPER_BATCH = {"gdfq": 200, "adadfq": 200, "akt": 200, "gdfq+ait": 200, "sqakd": 256, "teacher": 512}
+CASES = tuple(PAPER_BATCH)
+_ZSQ_SWITCHES = {"gdfq": {}, "adadfq": dict(generator_loss="adadfq", student_loss="adadfq"),
+                 "akt": dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper"),
+                 "gdfq+ait": dict(student_loss="ait", inundation=True)}
+PROFILES = {"paper": dict(steps=50, warmup=10, concurrency=(1, 2, 4)),
+            "smoke": dict(steps=3, warmup=2, concurrency=(1, 2), batch_size=8)}
+
+
+def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off") -> Callable[[], torch.Tensor]:
+    """One full training iteration of ``case`` as a closure (no host synchronisation inside).
+
+    Args:
+        case: one of ``CASES``.
+        batch_size: the batch (``PAPER_BATCH[case]`` for the papers' setting).
+        device: where it runs.
+        fast: an ``akt_lib.fast`` mode.
+
+    Returns:
+        ``step()``, which runs one iteration and returns a loss tensor. The zero-shot steps are
+        past warm-up (activation ranges calibrated and frozen, the student training).
+    """
+    if case not in CASES:
+        raise ValueError(f"case must be one of {CASES}, got {case!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+    torch.manual_seed(0)
+    teacher = build_model("resnet20", 10).eval()
+    if case in _ZSQ_SWITCHES:
+        from .quant import freeze_act_ranges
+        from .zsq import ZSQConfig, _Run
+
+        run = _Run(ZSQConfig(batch_size=batch_size, **_ZSQ_SWITCHES[case]), teacher, device, fast=fast)
+        run.step(train_student=False)  # one warm-up iteration calibrates the ranges, as in training
+        freeze_act_ranges(run.student)
+        return lambda: run.step(train_student=True)["loss_s"]
+    images = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    if case == "sqakd":
+        from .labelfree import LabelFreeConfig, _Run as LabelFreeRun
+        from .qat import init_qat_model
+
+        run = LabelFreeRun(LabelFreeConfig(batch_size=batch_size), teacher, teacher, device, fast=fast)
+        init_qat_model(run.student, run.augment(images))
+        return lambda: run.step(run.augment(images))[0]
+    from .augment import random_crop_flip
+    from .data import normalize
+    from .teacher import TeacherConfig, _forward_loss
+
+    mode = resolve_fast(fast, device)
+    cfg = TeacherConfig.from_profile("fast", batch_size=batch_size)
+    model = build_model("resnet20", 10).to(device).train()
+    fused = {"fused": True} if mode != "off" and device.type == "cuda" else {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, **fused)
+    forward_loss = compile_step(_forward_loss(model, cfg, cfg.amp and device.type == "cuda"), mode, "teacher")
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+
+    def teacher_step() -> torch.Tensor:
+        mark_step_begin(mode)
+        _, loss = forward_loss(normalize(random_crop_flip(images, 4), "cifar10-jpeg"), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return teacher_step
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(step: Callable[[], torch.Tensor]) -> Counter:
+    """How many ATen operator calls one ``step()`` makes, by operator (forward, backward, update).
+
+    Every call is at least one kernel launch on a GPU (plus Python and dispatcher work on the
+    host), which is why a step of thousands of small calls is launch-bound. Autograd's backward
+    is counted too: the engine carries the dispatch mode into the backward pass.
+
+    Examples:
+        >>> w = torch.ones(3, requires_grad=True)
+        >>> ops = count_ops(lambda: (w * 2).sum().backward())
+        >>> ops["mul"] >= 1 and ops["sum"] == 1
+        True
+    """
+    with _OpCounter() as counter:
+        step()
+    return counter.counts
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device) -> float:
+    """Milliseconds per call of ``step`` over ``steps`` calls (device synchronised at both ends)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    _sync(device)
+    if not torch.isfinite(loss):  # one read at the end: the steps must have computed something real
+        raise RuntimeError("the benchmarked step produced a non-finite loss")
+    return 1000.0 * (time.perf_counter() - t0) / steps
+
+
+def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[str, ...], steps: int,
+               warmup: int) -> dict:
+    """Time ``case`` under each mode in ``modes``; return ``{mode: {"ms": ..., "setup_s": ...}}``.
+
+    ``setup_s`` covers building the state and the warm-up steps (for a compiled mode: compiling).
+    """
+    out = {}
+    for mode in modes:
+        _sync(device)
+        t0 = time.perf_counter()
+        step = make_step(case, batch_size, device, fast=mode)
+        for _ in range(warmup):
+            step()
+        _sync(device)
+        setup = time.perf_counter() - t0
+        out[mode] = {"ms": time_step(step, steps, device), "setup_s": setup}
+    return out
+
+
+def bench_concurrency(case: str, batch_size: int, device: torch.device, mode: str, counts, steps: int,
+                      warmup: int) -> list[dict]:
+    """Aggregate iterations/s of K processes running ``case`` side by side, for K in ``counts``."""
+    rows = []
+    for k in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "akt_lib", "bench", "--child", tmp, "--cases", case, "--device", str(device),
+                   "--fast", mode, "--steps", str(steps), "--warmup", str(warmup), "--batch-size", str(batch_size),
+                   "--children", str(k)]
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(k)]
+            results = []
+            try:
+                for p in procs:
+                    out, err = p.communicate()
+                    if p.returncode != 0:
+                        raise RuntimeError(f"a benchmark child failed (rc {p.returncode}):\n{err[-2000:]}")
+                    results.append(json.loads(out.strip().splitlines()[-1]))
+            finally:
+                for p in procs:  # on failure, the siblings waiting at the barrier go too
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+        span = max(r["end"] for r in results) - min(r["start"] for r in results)
+        rows.append({"processes": k, "it_per_s": k * steps / span, "ms_per_it_each": [r["ms"] for r in results]})
+    base = rows[0]["it_per_s"] if rows and rows[0]["processes"] == 1 else None
+    for r in rows:
+        r["speedup"] = r["it_per_s"] / base if base else None
+    return rows
+
+
+def _child(args, device: torch.device) -> int:
+    """One concurrency child: warm up, wait at the barrier, time, print one JSON line."""
+    step = make_step(args.cases[0], args.batch_size, device, fast=args.fast)
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    barrier = Path(args.child)
+    (barrier / f"ready-{os.getpid()}").touch()
+    deadline = time.time() + 900  # a sibling that crashed must not leave this one waiting forever
+    while len(list(barrier.glob("ready-*"))) < args.children:
+        if time.time() > deadline:
+            raise TimeoutError("the other benchmark processes never became ready")
+        time.sleep(0.01)
+    start = time.time()
+    ms = time_step(step, args.steps, device)
+    print(json.dumps({"start": start, "end": time.time(), "ms": ms}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m akt_lib bench [--profile paper|smoke] [--cases ...] [--fast MODE] ...``."""
+    from .records import new_record, results_dir, save_record
+
+    p = argparse.ArgumentParser(prog="python -m akt_lib bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="paper", choices=list(PROFILES))
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--fast", default="auto", choices=FAST_MODES, help="the fast mode timed against eager")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
+    p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
+    p.add_argument("--concurrency", nargs="*", type=int, default=None, help="process counts, e.g. 1 2 4 (none: skip)")
+    p.add_argument("--concurrency-case", default="akt", choices=list(CASES))
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="record folder (default: results/bench)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--children", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    prof = PROFILES[args.profile]
+    args.steps = prof["steps"] if args.steps is None else args.steps
+    args.warmup = prof["warmup"] if args.warmup is None else args.warmup
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
+    device = get_device(args.device)
+    try:
+        fast = resolve_fast(args.fast, device)
+    except ValueError as e:
+        p.error(str(e))
+    if args.child is not None:
+        return _child(args, device)
+
+    modes = ("off",) if fast == "off" else ("off", fast)
+    config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes),
+              "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
+    record = new_record("bench", f"bench-{device.type}-{args.profile}", "cifar10-jpeg", config, 0, args.profile, device)
+    t0 = time.perf_counter()
+    record["cases"] = []
+    for case in args.cases:
+        bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
+        res = bench_case(case, bs, device, modes, args.steps, args.warmup)
+        row = {"case": case, "batch_size": bs, "eager_ms": res["off"]["ms"], "eager_setup_s": res["off"]["setup_s"]}
+        if fast != "off":
+            row.update(fast_mode=fast, fast_ms=res[fast]["ms"], compile_s=res[fast]["setup_s"],
+                       speedup=res["off"]["ms"] / res[fast]["ms"])
+        record["cases"].append(row)
+        print(format_row(row))
+    counts = prof["concurrency"] if args.concurrency is None else args.concurrency
+    if counts:
+        case = args.concurrency_case
+        bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
+        record["concurrency"] = {"case": case, "batch_size": bs, "fast_mode": fast,
+                                 "rows": bench_concurrency(case, bs, device, fast, counts, args.steps, args.warmup)}
+        for r in record["concurrency"]["rows"]:
+            print(f"{r['processes']} x {case}: {r['it_per_s']:.1f} it/s in all ({r['speedup']:.2f}x one process)")
+    record["wall_time_s"] = time.perf_counter() - t0
+    record["status"] = "complete"
+    out = Path(args.out) if args.out else results_dir() / "bench"
+    path = save_record(record, out / f"bench-{device.type}-{args.profile}.json")
+    print(f"wrote {path}")
+    return 0
+
+
+def markdown_table(record: dict) -> str:
+    """A bench record's per-step table as Markdown, with the device and torch version it ran on.
+
+    Examples:
+        >>> rec = {"device": "cpu", "torch": "2.x", "profile": "smoke", "cases": [
+        ...     {"case": "gdfq", "batch_size": 8, "eager_ms": 40.0, "fast_mode": "compile", "fast_ms": 4.0,
+        ...      "compile_s": 30.0, "speedup": 10.0}]}
+        >>> print(markdown_table(rec))
+        | step | batch | eager ms/it | fast ms/it | speed-up | compile s |
+        | --- | --- | --- | --- | --- | --- |
+        | gdfq | 8 | 40.0 | 4.0 (compile) | 10.0× | 30 |
+        <BLANKLINE>
+        Measured on cpu, torch 2.x, profile "smoke".
+    """
+    lines = ["| step | batch | eager ms/it | fast ms/it | speed-up | compile s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in record["cases"]:
+        fast = (f"{r['fast_ms']:.1f} ({r['fast_mode']})", f"{r['speedup']:.1f}×", f"{r['compile_s']:.0f}") \
+            if "fast_ms" in r else ("not measured", "—", "—")
+        lines.append(f"| {r['case']} | {r['batch_size']} | {r['eager_ms']:.1f} | " + " | ".join(fast) + " |")
+    return "\n".join(lines) + f"\n\nMeasured on {record['device']}, torch {record['torch']}, profile \"{record['profile']}\"."
+
+
+def format_row(row: dict) -> str:
+    """One line of a bench record's case table."""
+    text = f"{row['case']:9s} batch {row['batch_size']:4d}: eager {row['eager_ms']:8.1f} ms"
+    if "fast_ms" in row:
+        text += (f" | {row['fast_mode']} {row['fast_ms']:8.1f} ms ({row['speedup']:.1f}x; "
+                 f"compiled in {row['compile_s']:.0f} s)")
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

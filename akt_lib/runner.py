@@ -1,0 +1,322 @@
+"""Concurrent experiment runs: one ``python -m akt_lib ...`` subprocess per (row, bits, seed).
+
+``python -m akt_lib zsq run`` and ``labelfree run`` go through rows × bits × seeds one after the
+other. On a GPU that is a waste: a CIFAR ResNet-20 step is a few hundred tiny kernels, so one
+process spends most of its time launching kernels while the GPU idles. Several processes on the
+same GPU fill those gaps and raise the aggregate throughput. This module splits a sweep into
+jobs (``expand_jobs``), runs them a few at a time (``run_jobs``) and reports the speed-up
+(``summarize``). Every run writes its own JSON record and resumes from its own checkpoint, so
+jobs are safe side by side as long as no two run the same (row, bits, seed, profile, dataset);
+``expand_jobs`` never makes two such jobs.
+
+Why processes and not threads: each process has its own CUDA context and default stream, so the
+kernels of different runs really overlap (threads in one process share the GIL, which serializes
+the Python side that launches the kernels, the very bottleneck we want to spread); a crash, an
+out-of-memory error or a hung run kills one job, not the sweep; and every child is the plain
+command line a reader could type, with its own log.
+
+Used by the ``--jobs N`` option of the command line (chapters 3–7 report the resulting runs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+__all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
+           "default_parallel", "run_cli_parallel"]
+
+COMMANDS = ("zsq", "labelfree")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run: a unique ``name`` (its log file), the arguments after ``python -m akt_lib``,
+    and extra environment variables (``None``: none)."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict | None = field(default=None, hash=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"Job name must be a non-empty file name (no '/', no leading '.'), got {self.name!r}")
+        if isinstance(self.argv, str) or not all(isinstance(a, str) for a in self.argv):
+            raise TypeError(f"Job argv must be a sequence of str, got {self.argv!r}")
+        object.__setattr__(self, "argv", tuple(self.argv))  # a list given is stored as a tuple
+        if self.env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+            raise TypeError(f"Job env must map str to str (environment values are strings), got {self.env!r}")
+
+
+@dataclass
+class JobResult:
+    """What became of a job; times in seconds since ``run_jobs`` started."""
+
+    name: str
+    argv: tuple[str, ...]
+    returncode: int
+    start_s: float
+    end_s: float
+    wall_s: float
+    log: Path
+
+
+def job_command(job: Job, python: str = sys.executable) -> list[str]:
+    """The child's command line: ``[python, "-m", "akt_lib", *job.argv]``.
+
+    Examples:
+        >>> job_command(Job("a", ("zsq", "list")), python="python")
+        ['python', '-m', 'akt_lib', 'zsq', 'list']
+    """
+    return [python, "-m", "akt_lib", *job.argv]
+
+
+def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | str | None, seeds: Iterable[int],
+                *, profile: str, dataset: str | None = None, extra_args: Sequence[str] = ()) -> list[Job]:
+    """One job per (name, bits, seed), in that nesting order.
+
+    Names and bit-widths are checked by the child (it knows the rows); this only refuses what
+    would make an empty or unsafe sweep.
+
+    Args:
+        command: ``"zsq"`` or ``"labelfree"``.
+        names: experiment rows (a single str is one row).
+        bits: bit-widths like ``"w4a4"``; ``None`` passes no ``--bits`` (the child runs every
+            bit-width of the row, one after the other, in one job).
+        seeds: non-negative ints.
+        profile: ``smoke``, ``short`` or ``paper``.
+        dataset: passed as ``--dataset`` (and put in the job name) when given.
+        extra_args: more arguments for every child, e.g. ``("--out", "results/x")``.
+
+    Returns:
+        The jobs, each ending in ``--no-progress`` (progress bars make unreadable logs).
+
+    Examples:
+        >>> [j.name for j in expand_jobs("zsq", ["gdfq"], ["w3a3", "w4a4"], [0], profile="smoke")]
+        ['gdfq-w3a3-seed0', 'gdfq-w4a4-seed0']
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"command must be one of {', '.join(COMMANDS)}, got {command!r}")
+    names = [names] if isinstance(names, str) else list(names)
+    bits_list = [None] if bits is None else [bits] if isinstance(bits, str) else list(bits)
+    seeds = list(seeds)
+    for label, values in (("names", names), ("bits", bits_list), ("seeds", seeds)):
+        if not values:
+            hint = " (or bits=None for each row's own bit-widths)" if label == "bits" else ""
+            raise ValueError(f"{label} is empty; give at least one{hint}")
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:  # two jobs on the same run would write the same checkpoint at the same time
+            raise ValueError(f"{label} repeats {', '.join(dup)}; each run may appear once")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise TypeError(f"seeds must be non-negative ints, got {seeds!r}")
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"profile must be a profile name (smoke, short, paper), got {profile!r}")
+    if isinstance(extra_args, str) or not all(isinstance(a, str) for a in extra_args):
+        raise TypeError(f"extra_args must be a sequence of str, got {extra_args!r}")
+    data_args = ("--dataset", dataset) if dataset else ()
+    jobs = []
+    for name in names:
+        for b in bits_list:
+            for seed in seeds:
+                bits_args = ("--bits", b) if b is not None else ()
+                label = "-".join(p for p in (name, b, dataset, f"seed{seed}") if p)
+                argv = (command, "run", name, *bits_args, "--seeds", str(seed), "--profile", profile,
+                        *data_args, *extra_args, "--no-progress")
+                jobs.append(Job(label, argv))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, threads_per_job: int | None = None,
+             poll_s: float = 0.2, python: str = sys.executable, progress: bool = True,
+             command_fn: Callable[[Job, str], list[str]] = job_command, grace_s: float = 10.0) -> list[JobResult]:
+    """Run ``jobs`` as subprocesses, at most ``max_parallel`` at a time, each started as soon as
+    a slot frees.
+
+    A failing job does not stop the others (see its ``returncode``). On ``KeyboardInterrupt`` (or
+    any error here) the running children get SIGTERM, then SIGKILL after ``grace_s``, and the
+    exception is re-raised; a rerun resumes them from their checkpoints.
+
+    Args:
+        jobs: jobs with unique names.
+        max_parallel: positive int, how many children at once.
+        log_dir: folder of ``<job.name>.log`` (the child's stdout and stderr), created if needed.
+        threads_per_job: sets ``OMP_NUM_THREADS`` and ``AKT_TORCH_THREADS`` in each child, so
+            N children do not each start one CPU thread per core.
+        poll_s: seconds between checks for finished children (the timing resolution).
+        python: interpreter of the children.
+        progress: print one line per finished job.
+        command_fn: ``(job, python) -> argv`` of the child (tests run plain Python with it).
+        grace_s: seconds between SIGTERM and SIGKILL when interrupted.
+
+    Returns:
+        One ``JobResult`` per job, in the order of ``jobs``.
+    """
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int):
+        raise TypeError(f"max_parallel must be a positive int, got {max_parallel!r}")
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be a positive int, got {max_parallel}")
+    if threads_per_job is not None and (isinstance(threads_per_job, bool) or not isinstance(threads_per_job, int)
+                                        or threads_per_job < 1):
+        raise ValueError(f"threads_per_job must be a positive int or None, got {threads_per_job!r}")
+    names = [j.name for j in jobs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"job names must be unique (they name the log files); repeated: {', '.join(dup)}")
+    if not jobs:
+        return []
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    pending = list(enumerate(jobs))
+    running: dict[int, tuple[subprocess.Popen, object, float]] = {}  # index -> (process, log file, start)
+    results: list[JobResult | None] = [None] * len(jobs)
+    try:
+        while pending or running:
+            while pending and len(running) < max_parallel:
+                i, job = pending.pop(0)
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}  # live logs while it runs
+                if threads_per_job is not None:
+                    env["OMP_NUM_THREADS"] = env["AKT_TORCH_THREADS"] = str(threads_per_job)
+                cmd = command_fn(job, python)
+                log = open(log_dir / f"{job.name}.log", "w")
+                log.write(f"# {' '.join(cmd)}\n")
+                log.flush()  # the header must land before the child's first byte
+                try:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env)
+                except BaseException:
+                    log.close()
+                    raise
+                running[i] = (proc, log, time.monotonic() - t0)
+            time.sleep(poll_s)
+            for i in [i for i, (proc, _, _) in running.items() if proc.poll() is not None]:
+                proc, log, start = running.pop(i)
+                log.close()
+                end = time.monotonic() - t0  # recorded before the next job starts: no false overlap
+                results[i] = JobResult(jobs[i].name, jobs[i].argv, proc.returncode, start, end, end - start,
+                                       log_dir / f"{jobs[i].name}.log")
+                if progress:
+                    done = sum(r is not None for r in results)
+                    print(f"[{done}/{len(jobs)}] {jobs[i].name}: rc={proc.returncode} wall={end - start:.1f}s",
+                          flush=True)
+    except BaseException:
+        _terminate([(p, f) for p, f, _ in running.values()], grace_s)
+        raise
+    return results  # type: ignore[return-value]  # every slot is filled once the loop ends
+
+
+def _terminate(children: list[tuple[subprocess.Popen, object]], grace_s: float) -> None:
+    """SIGTERM every child, SIGKILL those still alive after ``grace_s``, close their logs."""
+    for proc, _ in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc, log in children:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def summarize(results: Sequence[JobResult]) -> dict:
+    """Makespan, busy time and achieved concurrency of a ``run_jobs`` result.
+
+    Returns:
+        ``{"jobs", "failed" (names), "wall_s" (last end − first start), "busy_s" (sum of walls),
+        "concurrency" (busy_s / wall_s; 0 when nothing ran)}``.
+
+    Examples:
+        >>> a = JobResult("a", (), 0, start_s=0.0, end_s=2.0, wall_s=2.0, log=Path("a.log"))
+        >>> b = JobResult("b", (), 1, start_s=1.0, end_s=3.0, wall_s=2.0, log=Path("b.log"))
+        >>> s = summarize([a, b]); (s["failed"], s["wall_s"], s["busy_s"], round(s["concurrency"], 3))
+        (['b'], 3.0, 4.0, 1.333)
+    """
+    if not results:
+        return {"jobs": 0, "failed": [], "wall_s": 0.0, "busy_s": 0.0, "concurrency": 0.0}
+    wall = max(r.end_s for r in results) - min(r.start_s for r in results)
+    busy = sum(r.wall_s for r in results)
+    return {"jobs": len(results), "failed": [r.name for r in results if r.returncode != 0],
+            "wall_s": wall, "busy_s": busy, "concurrency": busy / wall if wall > 0 else 0.0}
+
+
+def format_summary(summary: dict) -> str:
+    """One line (two with failures) for the end of a sweep.
+
+    Examples:
+        >>> format_summary({"jobs": 2, "failed": [], "wall_s": 3.0, "busy_s": 4.0, "concurrency": 4 / 3})
+        '2 jobs, 0 failed; makespan 3.0 s, busy 4.0 s, concurrency 1.33x'
+    """
+    line = (f"{summary['jobs']} jobs, {len(summary['failed'])} failed; makespan {summary['wall_s']:.1f} s, "
+            f"busy {summary['busy_s']:.1f} s, concurrency {summary['concurrency']:.2f}x")
+    return line + (f"\nfailed: {', '.join(summary['failed'])} (see their logs)" if summary["failed"] else "")
+
+
+def default_parallel(device=None) -> int:
+    """How many runs to put side by side: 4 on CUDA, 1 elsewhere.
+
+    On CUDA a ResNet-20 run is launch-bound (the GPU idles between small kernels), so a few
+    processes fill each other's gaps; 4 contexts cost a few GB of GPU memory at most. On a CPU
+    one run already keeps every core busy with intra-op threads, so a second process only
+    competes for the same cores (on the book's 2-core machine it is slower, not faster).
+
+    Args:
+        device: ``"cuda"``, ``"cpu"``, a ``torch.device`` or ``None`` (``utils.get_device()``).
+
+    Returns:
+        A positive int for ``run_jobs(..., max_parallel=...)``.
+
+    Examples:
+        >>> default_parallel("cpu"), default_parallel("cuda:0")
+        (1, 4)
+    """
+    if device is None:
+        from .utils import get_device
+        device = get_device()
+    kind = getattr(device, "type", None) or str(device).split(":")[0]  # works without importing torch
+    return 4 if kind == "cuda" else 1
+
+
+def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[str]], parser) -> int:
+    """``python -m akt_lib {zsq,labelfree} run ... --jobs N``: one child per (row, bits, seed).
+
+    Args:
+        command: ``"zsq"`` or ``"labelfree"``.
+        args: the parsed ``run`` arguments (``names``, ``bits``, ``seeds``, ``profile``, ``dataset``,
+            ``time_budget``, ``jobs``, ``no_progress`` and, where the command has them, ``device``
+            and ``fast``), already checked against the experiment registry.
+        out: the record folder; the children's logs go to ``out/logs``.
+        bits_of: every row's bit-widths (used where ``--bits`` was not given).
+        parser: the ``argparse`` parser, for errors in the command line's own style.
+
+    Returns:
+        The exit code: 0 when every child succeeded, 1 otherwise (the failed logs are named).
+    """
+    if isinstance(args.jobs, bool) or not isinstance(args.jobs, int) or args.jobs < 1:
+        parser.error(f"--jobs must be a positive int, got {args.jobs}")
+    passthrough = ["--out", str(out)]
+    if args.time_budget is not None:
+        passthrough += ["--time-budget", str(args.time_budget)]
+    for option in ("device", "fast"):
+        if getattr(args, option, None) is not None:
+            passthrough += [f"--{option}", str(getattr(args, option))]
+    jobs: list[Job] = []
+    try:
+        for name in args.names:
+            jobs += expand_jobs(command, [name], list(args.bits or bits_of[name]), args.seeds, profile=args.profile,
+                                dataset=args.dataset, extra_args=passthrough)
+    except ValueError as e:  # e.g. a repeated seed: two children would share one checkpoint
+        parser.error(str(e))
+    # Children sharing a CPU get their share of its cores instead of one thread per core each.
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    results = run_jobs(jobs, args.jobs, Path(out) / "logs", threads_per_job=threads, progress=not args.no_progress)
+    summary = summarize(results)
+    print(format_summary(summary))
+    return 1 if summary["failed"] else 0

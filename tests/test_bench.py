@@ -1,0 +1,82 @@
+"""``python -m akt_lib bench`` and the ``--jobs`` option of the run commands (CPU code paths)."""
+
+import json
+
+import pytest
+import torch
+
+from akt_lib import bench, experiments, labelfree_experiments, runner
+
+
+@pytest.mark.parametrize("case", bench.CASES)
+def test_every_case_steps_and_learns_nothing_weird(case):
+    step = bench.make_step(case, 2, torch.device("cpu"), fast="off")
+    losses = torch.stack([step() for _ in range(2)])
+    assert losses.shape == (2,) and torch.isfinite(losses).all()
+
+
+def test_make_step_refuses_bad_inputs():
+    with pytest.raises(ValueError, match="case must be one of"):
+        bench.make_step("qimera", 8, torch.device("cpu"))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 2"):
+        bench.make_step("gdfq", 1, torch.device("cpu"))
+
+
+def test_time_step_measures_and_checks_the_loss():
+    calls = []
+
+    def step():
+        calls.append(1)
+        return torch.tensor(1.0)
+    assert bench.time_step(step, 3, torch.device("cpu")) >= 0 and len(calls) == 3
+    with pytest.raises(RuntimeError, match="non-finite"):
+        bench.time_step(lambda: torch.tensor(float("nan")), 1, torch.device("cpu"))
+
+
+def test_bench_command_writes_a_record_with_concurrency(tmp_path, capsys):
+    code = bench.main(["--profile", "smoke", "--cases", "teacher", "sqakd", "--steps", "1", "--warmup", "0",
+                       "--batch-size", "2", "--concurrency", "1", "2", "--concurrency-case", "teacher",
+                       "--device", "cpu", "--out", str(tmp_path)])
+    assert code == 0
+    record = json.loads((tmp_path / "bench-cpu-smoke.json").read_text())
+    assert record["kind"] == "bench" and record["device"] and record["commit"]
+    assert [c["case"] for c in record["cases"]] == ["teacher", "sqakd"]
+    assert all(c["eager_ms"] > 0 and "fast_ms" not in c for c in record["cases"])  # auto on a CPU: eager only
+    rows = record["concurrency"]["rows"]
+    assert [r["processes"] for r in rows] == [1, 2] and rows[0]["speedup"] == pytest.approx(1.0)
+    assert all(len(r["ms_per_it_each"]) == r["processes"] for r in rows)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_command_refuses_bad_options(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(["--cases", "qimera", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["--fast", "cudagraphs", "--device", "cpu", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "0", "--device", "cpu", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("module,command,name,bits", [(experiments, "zsq", "adadfq+akt", "w3a3"),
+                                                       (labelfree_experiments, "labelfree", "ewgs+sqakd", "w4a4")])
+def test_jobs_option_plans_one_child_per_run(monkeypatch, tmp_path, capsys, module, command, name, bits):
+    seen = {}
+
+    def fake_run_jobs(jobs, max_parallel, log_dir, **kw):
+        seen.update(jobs=jobs, max_parallel=max_parallel, log_dir=log_dir)
+        return [runner.JobResult(j.name, j.argv, 0, 0.0, 1.0, 1.0, str(log_dir / f"{j.name}.log")) for j in jobs]
+    monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
+    code = module.main(["run", name, "--bits", bits, "--seeds", "0", "1", "--profile", "smoke", "--jobs", "2",
+                        "--out", str(tmp_path), "--fast", "off", "--device", "cpu"])
+    assert code == 0 and seen["max_parallel"] == 2 and seen["log_dir"] == tmp_path / "logs"
+    assert [j.argv for j in seen["jobs"]] == [
+        (command, "run", name, "--bits", bits, "--seeds", str(seed), "--profile", "smoke", "--dataset", "cifar10-jpeg",
+         "--out", str(tmp_path), "--device", "cpu", "--fast", "off", "--no-progress") for seed in (0, 1)]
+    assert "2 jobs, 0 failed" in capsys.readouterr().out
+
+
+def test_jobs_option_refuses_repeated_seeds_and_bad_counts(tmp_path):
+    with pytest.raises(SystemExit):
+        experiments.main(["run", "gdfq", "--seeds", "0", "0", "--jobs", "2", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        experiments.main(["run", "gdfq", "--jobs", "0", "--out", str(tmp_path)])

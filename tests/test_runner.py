@@ -1,0 +1,182 @@
+"""Tests of ``akt_lib.runner``: concurrent ``python -m akt_lib`` jobs.
+
+Oracles: wall-clock timestamps the children print themselves (independent of the scheduler's own
+bookkeeping) swept for the largest number of overlapping runs; hand-written argv lists; the
+exit codes, output and environment the child reports; and one real ``zsq run`` whose JSON
+record must appear on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from akt_lib.runner import Job, JobResult, expand_jobs, format_summary, job_command, run_jobs, summarize
+
+# -S skips site: a ~10x faster interpreter start, so the sleeps below dominate the timings.
+SLEEP = "import sys, time; print('start', time.time()); time.sleep(float(sys.argv[1])); " \
+        "print('end', time.time()); sys.exit(int(sys.argv[2]))"
+
+
+def _py(code: str):
+    """A ``command_fn`` running ``python -S -c code *job.argv`` instead of ``python -m akt_lib``."""
+    return lambda job, python: [python, "-S", "-c", code, *job.argv]
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Sweep: the most intervals open at one time (an end at t closes before a start at t)."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    best = cur = 0
+    for _, step in events:
+        cur += step
+        best = max(best, cur)
+    return best
+
+
+def _child_interval(log: Path) -> tuple[float, float]:
+    stamps = dict(line.split() for line in log.read_text().splitlines() if line.startswith(("start", "end")))
+    return float(stamps["start"]), float(stamps["end"])
+
+
+def test_parallel_cap_and_greedy_refill(tmp_path):
+    # one long job and three short ones: with 2 slots the short ones run one after another beside the long one
+    durations = [1.5, 0.3, 0.3, 0.3]
+    jobs = [Job(f"j{i}", (str(d), "0")) for i, d in enumerate(durations)]
+    res = run_jobs(jobs, 2, tmp_path, poll_s=0.02, command_fn=_py(SLEEP), progress=False)
+    assert [r.name for r in res] == ["j0", "j1", "j2", "j3"] and all(r.returncode == 0 for r in res)
+    assert _max_overlap([(r.start_s, r.end_s) for r in res]) == 2
+    child = [_child_interval(r.log) for r in res]
+    assert _max_overlap(child) == 2  # really ran side by side, never three at once
+    assert res[2].start_s < res[0].end_s and res[3].start_s < res[0].end_s  # refilled, no waiting for j0
+    s = summarize(res)
+    assert 1.5 <= s["wall_s"] < sum(durations) and s["concurrency"] > 1.2
+    assert s["busy_s"] == pytest.approx(sum(r.end_s - r.start_s for r in res))
+
+
+def test_serial_runs_do_not_overlap(tmp_path):
+    jobs = [Job(f"j{i}", ("0.2", "0")) for i in range(3)]
+    res = run_jobs(jobs, 1, tmp_path, poll_s=0.02, command_fn=_py(SLEEP), progress=False)
+    assert _max_overlap([(r.start_s, r.end_s) for r in res]) == 1
+    assert _max_overlap([_child_interval(r.log) for r in res]) == 1
+    assert summarize(res)["wall_s"] >= 3 * 0.2
+
+
+def test_failure_does_not_stop_the_others(tmp_path, capsys):
+    jobs = [Job("ok1", ("0.1", "0")), Job("bad", ("0", "3")), Job("ok2", ("0.1", "0"))]
+    res = run_jobs(jobs, 2, tmp_path, poll_s=0.02, command_fn=_py(SLEEP))
+    assert [r.returncode for r in res] == [0, 3, 0]
+    assert "end" in res[2].log.read_text()  # the job after the failure ran to its end
+    s = summarize(res)
+    assert s["failed"] == ["bad"] and "failed: bad" in format_summary(s)
+    assert "bad: rc=3" in capsys.readouterr().out  # one progress line per finished job
+
+
+def test_log_holds_stdout_and_stderr(tmp_path):
+    code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
+    (r,) = run_jobs([Job("talk", ())], 1, tmp_path / "logs", command_fn=_py(code), progress=False, poll_s=0.02)
+    assert r.log == tmp_path / "logs" / "talk.log"
+    text = r.log.read_text()
+    assert "to stdout" in text and "to stderr" in text
+
+
+def test_env_and_threads_reach_the_child(tmp_path):
+    code = "import os; print([os.environ.get(k) for k in ('OMP_NUM_THREADS', 'AKT_TORCH_THREADS', 'AKT_X')])"
+    jobs = [Job("a", (), env={"AKT_X": "hello"}), Job("b", ())]
+    ra, rb = run_jobs(jobs, 2, tmp_path, threads_per_job=3, command_fn=_py(code), progress=False, poll_s=0.02)
+    assert "['3', '3', 'hello']" in ra.log.read_text()
+    assert "['3', '3', None]" in rb.log.read_text()  # one job's env does not leak into another
+
+
+def test_interrupt_terminates_children(tmp_path):
+    # "stubborn" ignores SIGTERM, so the SIGKILL after the grace period is exercised too
+    stubborn = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)")
+    pid_file = tmp_path / "pid"
+
+    def command_fn(job, python):
+        if job.name == "interrupt":
+            raise KeyboardInterrupt  # as if Ctrl-C arrived while starting the third job
+        return [python, "-S", "-c", stubborn if job.name == "stubborn" else SLEEP, *job.argv]
+
+    jobs = [Job("stubborn", (str(pid_file),)), Job("short", ("1.5", "0")), Job("interrupt", ())]
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, 2, tmp_path, poll_s=0.02, command_fn=command_fn, progress=False, grace_s=0.5)
+    assert time.monotonic() - t < 20
+    with pytest.raises(ProcessLookupError):  # reaped: no such process any more
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unique.*a"):
+        run_jobs([Job("a", ()), Job("a", ())], 1, tmp_path)
+    with pytest.raises(ValueError, match="max_parallel"):
+        run_jobs([Job("a", ())], 0, tmp_path)
+    with pytest.raises(TypeError, match="max_parallel"):
+        run_jobs([Job("a", ())], "2", tmp_path)
+    with pytest.raises(ValueError, match="threads_per_job"):
+        run_jobs([Job("a", ())], 1, tmp_path, threads_per_job=0)
+    assert run_jobs([], 2, tmp_path) == []
+    with pytest.raises(ValueError, match="command must be one of zsq, labelfree"):
+        expand_jobs("foo", ["zeroq"], ["w4a4"], [0], profile="smoke")
+    with pytest.raises(ValueError, match="names is empty"):
+        expand_jobs("zsq", [], ["w4a4"], [0], profile="smoke")
+    with pytest.raises(ValueError, match="bits is empty"):
+        expand_jobs("zsq", ["gdfq"], [], [0], profile="smoke")
+    with pytest.raises(ValueError, match="seeds repeats 1"):
+        expand_jobs("zsq", ["gdfq"], None, [1, 1], profile="smoke")
+    with pytest.raises(TypeError, match="seeds"):
+        expand_jobs("zsq", ["gdfq"], None, ["0"], profile="smoke")
+    with pytest.raises(ValueError, match="Job name"):
+        Job("../x", ())
+    with pytest.raises(TypeError, match="argv"):
+        Job("x", "zsq list")
+    with pytest.raises(TypeError, match="env"):
+        Job("x", (), env={"A": 1})
+
+
+def test_expand_jobs_argv():
+    jobs = expand_jobs("zsq", ["adadfq", "gdfq+akt"], ["w3a3", "w4a4"], [0, 1], profile="short",
+                       dataset="cifar100", extra_args=("--out", "o"))
+    assert [j.argv for j in jobs][:3] == [
+        ("zsq", "run", "adadfq", "--bits", "w3a3", "--seeds", "0", "--profile", "short", "--dataset", "cifar100",
+         "--out", "o", "--no-progress"),
+        ("zsq", "run", "adadfq", "--bits", "w3a3", "--seeds", "1", "--profile", "short", "--dataset", "cifar100",
+         "--out", "o", "--no-progress"),
+        ("zsq", "run", "adadfq", "--bits", "w4a4", "--seeds", "0", "--profile", "short", "--dataset", "cifar100",
+         "--out", "o", "--no-progress"),
+    ]
+    names = [j.name for j in jobs]
+    assert len(jobs) == 8 and len(set(names)) == 8 and names[-1] == "gdfq+akt-w4a4-cifar100-seed1"
+    (lf,) = expand_jobs("labelfree", "sqakd", None, [2], profile="smoke")
+    assert lf.name == "sqakd-seed2"
+    assert lf.argv == ("labelfree", "run", "sqakd", "--seeds", "2", "--profile", "smoke", "--no-progress")
+    assert job_command(lf, "py") == ["py", "-m", "akt_lib", "labelfree", "run", "sqakd", "--seeds", "2",
+                                     "--profile", "smoke", "--no-progress"]
+
+
+def test_summary_of_nothing():
+    assert summarize([]) == {"jobs": 0, "failed": [], "wall_s": 0.0, "busy_s": 0.0, "concurrency": 0.0}
+    r = JobResult("a", (), 0, 1.0, 3.0, 2.0, Path("a.log"))
+    assert summarize([r])["concurrency"] == 1.0
+
+
+def test_real_zsq_run_end_to_end(tmp_path, monkeypatch):
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    for var, sub in (("AKT_DATA_DIR", "data"), ("AKT_WEIGHTS_DIR", "weights")):
+        if not os.environ.get(var):
+            monkeypatch.setenv(var, str(shared / sub))
+    if not (Path(os.environ["AKT_DATA_DIR"]) / "cifar10-jpeg" / "test.npz").is_file():
+        pytest.skip("CIFAR-10 (JPEG q75) not found (set AKT_DATA_DIR to ../shared/data)")
+    (job,) = expand_jobs("zsq", ["zeroq"], ["w4a4"], [0], profile="smoke", extra_args=("--out", str(tmp_path)))
+    (r,) = run_jobs([job], 1, tmp_path / "logs", threads_per_job=1, progress=False)
+    assert r.returncode == 0, r.log.read_text()
+    rec = json.loads((tmp_path / "zeroq-w4a4-cifar10-jpeg-seed0-smoke.json").read_text())
+    assert (rec["experiment"], rec["bits"], rec["seed"], rec["status"]) == ("zeroq", "w4a4", 0, "complete")
+    assert "zeroq w4a4 seed 0: status=complete" in r.log.read_text()
+    assert sys.executable in r.log.read_text().splitlines()[0]  # the header names the command that ran
