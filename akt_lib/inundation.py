@@ -92,7 +92,7 @@ def code_change_fraction(w: torch.Tensor, d: torch.Tensor, step_sizes: torch.Ten
     chunk = max(1, max_elements // rows.numel())  # Python ints only: chunking costs no sync
     out = []
     for start in range(0, step_sizes.numel(), chunk):
-        a = step_sizes[start:start + chunk].to(rows.dtype).view(-1, 1, 1)  # (k, 1, 1)
+        a = step_sizes[start:start + chunk].to(rows.device, rows.dtype).view(-1, 1, 1)  # (k, 1, 1)
         # Same arithmetic as the optimizer's update p.add_(d * a, alpha=-lr), element for element.
         trial = torch.add(rows, a * dd, alpha=-lr)  # (k, C, n)
         changed = (_row_codes(trial, num_bits) != q0).flatten(1).sum(1)  # (k,) exact integer counts
