@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .fast import FAST_MODES, compile_step, mark_step_begin, resolve_fast
+from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, resolve_fast
 from .models import build_model
 from .utils import get_device
 
@@ -92,8 +92,8 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
     mode = resolve_fast(fast, device)
     cfg = TeacherConfig.from_profile("fast", batch_size=batch_size)
     model = build_model("resnet20", 10).to(device).train()
-    fused = {"fused": True} if mode != "off" and device.type == "cuda" else {}
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, **fused)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                          **fused_kwargs(mode, device))
     forward_loss = compile_step(_forward_loss(model, cfg, cfg.amp and device.type == "cuda"), mode, "teacher")
     labels = torch.randint(0, 10, (batch_size,), device=device)
 

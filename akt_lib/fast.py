@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "mark_step_begin"]
+__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "mark_step_begin", "fused_kwargs", "record_fast_mode"]
 
 FAST_MODES = ("auto", "off", "compile", "cudagraphs")
 
@@ -122,3 +122,27 @@ def mark_step_begin(mode: str) -> None:
     """Tell CUDA-graph trees a new iteration starts (its outputs may be overwritten from here on)."""
     if mode == "cudagraphs":
         torch.compiler.cudagraph_mark_step_begin()
+
+
+def fused_kwargs(mode: str, device: torch.device) -> dict:
+    """``{"fused": True}`` for torch's Adam/SGD on the fast path on CUDA, else ``{}``.
+
+    The fused optimizers do the same arithmetic as the default ones in one kernel per update
+    instead of a few per parameter tensor.
+
+    Examples:
+        >>> fused_kwargs("compile", torch.device("cpu")), fused_kwargs("off", torch.device("cuda"))
+        ({}, {})
+    """
+    return {"fused": True} if mode != "off" and torch.device(device).type == "cuda" else {}
+
+
+def record_fast_mode(record: dict, mode: str) -> None:
+    """Write the step mode into a run record; a run resumed under another mode keeps both.
+
+    Examples:
+        >>> rec = {}; record_fast_mode(rec, "off"); record_fast_mode(rec, "compile"); rec["fast"]
+        'off+compile'
+    """
+    old = record.get("fast")
+    record["fast"] = mode if old in (None, mode) else f"{old}+{mode}"

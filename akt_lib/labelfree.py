@@ -48,7 +48,7 @@ from torch import nn
 from .augment import random_crop_flip
 from .data import check_dataset, fixed_subset, load_split, normalize
 from .evaluate import evaluate
-from .fast import compile_step, mark_step_begin, resolve_fast
+from .fast import compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .faqd import FAQDConfig, FeatureAdapter, QuantReLU, fa_loss, ffa_loss, logit_mse_loss
 from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
@@ -349,9 +349,10 @@ class _Run:
             groups.append({"params": q_params, "weight_decay": c.weight_decay_q, "lr": c.lr_q or c.lr})
         self.params = model_params + q_params
         if c.optimizer == "adam":  # one Adam with two groups = SQAKD's two Adams (Adam is per parameter)
-            self.opt = torch.optim.Adam(groups, lr=c.lr)
+            self.opt = torch.optim.Adam(groups, lr=c.lr, **fused_kwargs(self.fast, device))
         else:
-            self.opt = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov)
+            self.opt = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                       **fused_kwargs(self.fast, device))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=c.epochs)  # stepped per epoch
         self.gen = torch.Generator(device=device).manual_seed(c.seed)  # shuffling, augmentation, init batch
         # The fast path compiles forward + loss (graph breaks allowed: FFA draws its projections
@@ -538,10 +539,11 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                       teacher=teacher_name, teacher_arch=arch_of(teacher), student_init=init_name,
                       student_arch=arch_of(student),
                       train_size=n, test_size=int(x_test.shape[0]), steps_per_epoch=steps,
-                      amp_dtype="bfloat16" if run.amp else None, data_on_device=True, ewgs_updates=[], fast=run.fast,
+                      amp_dtype="bfloat16" if run.amp else None, data_on_device=True, ewgs_updates=[],
                       teacher_acc=evaluate(run.teacher, x_test, y_test, config.dataset, config.eval_batch_size),
                       init_acc=evaluate(run.student, x_test, y_test, config.dataset, config.eval_batch_size),
                       **(tags or {}))
+    record_fast_mode(record, run.fast)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
     def save(status: str) -> None:

@@ -37,7 +37,7 @@ from .augment import random_crop_flip
 from .data import DATASETS, check_dataset, fixed_subset, load_split
 from .data import normalize as normalize_images
 from .evaluate import evaluate
-from .fast import FAST_MODES, compile_step, mark_step_begin, resolve_fast
+from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record
 from .utils import get_device, seed_everything
@@ -267,9 +267,9 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     fast_mode = resolve_fast(fast, device)
-    fused = {"fused": True} if fast_mode != "off" and device.type == "cuda" else {}
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.nesterov, weight_decay=config.weight_decay, **fused)
+                          nesterov=config.nesterov, weight_decay=config.weight_decay,
+                          **fused_kwargs(fast_mode, device))
     total = config.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: one_cycle(t, total, config.warmup_frac))
     gen = torch.Generator(device=device).manual_seed(config.seed)  # shuffling + augmentation
@@ -298,7 +298,7 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
 
     normalize = functools.partial(normalize_images, name=config.dataset)  # constants cached per device
     forward_loss = compile_step(_forward_loss(model, config, amp), fast_mode, "the teacher step", fast == "auto")
-    record["fast"] = fast_mode if record.get("fast", fast_mode) == fast_mode else f"{record['fast']}+{fast_mode}"
+    record_fast_mode(record, fast_mode)
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)

@@ -38,7 +38,7 @@ from . import losses as L
 from .bns import BNStatsTap, bns_loss
 from .data import check_dataset, fixed_subset, load_split
 from .evaluate import evaluate
-from .fast import compile_step, mark_step_begin, resolve_fast
+from .fast import compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
@@ -177,7 +177,7 @@ class _Run:
         self.s_feats = FeatureTap(self.student) if use_rfd else None
 
         # The fast path on CUDA uses the fused (one-kernel) Adam/SGD: the same update arithmetic.
-        fused = {"fused": True} if self.fast != "off" and device.type == "cuda" else {}
+        fused = fused_kwargs(self.fast, device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=c.g_betas, **fused)
         if c.inundation:
             # Conv/FC weights get gradient inundation; BN parameters and biases plain Nesterov SGD.
@@ -367,9 +367,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record["teacher"] = teacher_name
         record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
         record["method"] = _method_label(config)
-        record["fast"] = run.fast
-    elif record.get("fast", "off") != run.fast:  # resumed under another mode: say so
-        record["fast"] = f"{record.get('fast', 'off')}+{run.fast}"
+    record_fast_mode(record, run.fast)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
     def save(iteration: int, status: str) -> None:

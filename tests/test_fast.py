@@ -85,7 +85,7 @@ def test_inundation_step_compiled_equals_eager():
     # GI's update (search over candidate scales on the device) compiled vs eager, several steps.
     g = torch.Generator().manual_seed(0)
     w0 = [torch.randn(8, 3, 3, 3, generator=g), torch.randn(10, 72, generator=g)]
-    grads = [[torch.randn_like(w) for w in w0] for _ in range(3)]
+    grads = [[torch.randn(w.shape, generator=g) for w in w0] for _ in range(3)]
     results = []
     for mode in ("off", "compile"):
         ws = [torch.nn.Parameter(w.clone()) for w in w0]
