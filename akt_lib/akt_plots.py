@@ -25,14 +25,10 @@ try:
 except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a core dependency
     raise ImportError("akt_lib.akt_plots needs matplotlib: pip install 'akt_lib[book]'") from e
 
+from .plots import _axes  # one definition of the shared helper
+
 __all__ = ["as_square_maps", "plot_spatial_attention", "plot_channel_attention", "plot_sorted_distribution",
            "plot_batch_scaling", "plot_history"]
-
-
-def _axes(ax, figsize=(6.0, 4.0)):
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
 
 
 def as_square_maps(a: torch.Tensor) -> torch.Tensor:

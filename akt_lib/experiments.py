@@ -285,28 +285,67 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
+def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
+    """The ``run`` subcommand shared by ``python -m akt_lib zsq`` and ``labelfree``.
+
+    Args:
+        sub: the subparsers object of the command.
+        experiments: the command's registry (its names go into the help).
+        bits_example: e.g. ``"w3a3 w4a4"``.
+        profiles: the admissible ``--profile`` values.
+        family: ``"zsq"`` or ``"labelfree"``: the default record folder ``results/<family>/<profile>``.
+    """
     r = sub.add_parser("run", help="run experiments (rows × bits × seeds)")
-    r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(EXPERIMENTS)}")
-    r.add_argument("--bits", nargs="+", default=None, help="e.g. w3a3 w4a4 (default: every row of the name)")
-    r.add_argument("--profile", default="short", choices=PROFILES)
+    r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(experiments)}")
+    r.add_argument("--bits", nargs="+", default=None, help=f"e.g. {bits_example} (default: every row of the name)")
+    r.add_argument("--profile", default="short", choices=profiles)
     r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
-    r.add_argument("--out", default=None, help="record folder (default: results/zsq/<profile>)")
-    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly and resume later")
+    r.add_argument("--out", default=None, help=f"record folder (default: results/{family}/<profile>)")
+    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly, rerun to resume")
     r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="compiled training steps (akt_lib.fast; default: on CUDA only)")
     r.add_argument("--jobs", type=int, default=1,
                    help="runs side by side, one process each (default 1: one after another; 4 suits a GPU)")
     r.add_argument("--no-progress", action="store_true")
+    return r
+
+
+def add_table_parser(sub, profiles, family: str):
+    """The ``table`` subcommand shared by ``python -m akt_lib zsq`` and ``labelfree``."""
     t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
-    t.add_argument("--profile", default="short", choices=PROFILES)
+    t.add_argument("--profile", default="short", choices=profiles)
     t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    t.add_argument("--folder", default=None)
+    t.add_argument("--folder", default=None, help=f"default: results/{family}/<profile>")
+    return t
+
+
+def check_run_args(parser, args, experiments, family: str) -> Path:
+    """Refuse unknown rows and bit-widths before anything runs; return the record folder.
+
+    Args:
+        parser: the command's ``argparse`` parser (errors in its style, exit code 2).
+        args: the parsed ``run`` arguments (``add_run_parser``).
+        experiments: the command's registry ``{name: row with .bits}``.
+        family: ``"zsq"`` or ``"labelfree"`` (default folder ``results/<family>/<profile>``).
+    """
+    unknown = [n for n in args.names if n not in experiments]
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(experiments)}")
+    for name in args.names:
+        bad = [b for b in args.bits or [] if b not in experiments[name].bits]
+        if bad:
+            parser.error(f"{name} is defined at {', '.join(experiments[name].bits)}, not {', '.join(bad)}")
+    return Path(args.out) if args.out else results_dir() / family / args.profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
+    add_run_parser(sub, EXPERIMENTS, "w3a3 w4a4", PROFILES, "zsq")
+    add_table_parser(sub, PROFILES, "zsq")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -317,14 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "table":
         print(format_table(results_table(args.profile, args.dataset, args.folder)))
         return 0
-    unknown = [n for n in args.names if n not in EXPERIMENTS]
-    if unknown:
-        p.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
-    for name in args.names:
-        bad = [b for b in args.bits or [] if b not in EXPERIMENTS[name].bits]
-        if bad:  # checked before anything runs
-            p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {', '.join(bad)}")
-    out = Path(args.out) if args.out else results_dir() / "zsq" / args.profile
+    out = check_run_args(p, args, EXPERIMENTS, "zsq")
     if args.jobs != 1:
         from .runner import run_cli_parallel
 

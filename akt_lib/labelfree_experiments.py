@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATASETS
-from .experiments import _mean_std, format_table, parse_bits  # one table format for both families
-from .fast import FAST_MODES
+# One command line and one table format for both families:
+from .experiments import _mean_std, add_run_parser, add_table_parser, check_run_args, format_table, parse_bits
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -170,24 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Named label-free QAT distillation experiments (SQAKD, FAQD).")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
-    r = sub.add_parser("run", help="run experiments (rows × bits × seeds)")
-    r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(EXPERIMENTS)}")
-    r.add_argument("--bits", nargs="+", default=None, help="e.g. w2a2 w4a4 (default: every row of the name)")
-    r.add_argument("--profile", default="short", choices=PROFILES)
-    r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    r.add_argument("--seeds", nargs="+", type=int, default=[0])
-    r.add_argument("--out", default=None, help="record folder (default: results/labelfree/<profile>)")
-    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly, rerun to resume")
-    r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
-    r.add_argument("--fast", default="auto", choices=FAST_MODES,
-                   help="compiled training steps (akt_lib.fast; default: on CUDA only)")
-    r.add_argument("--jobs", type=int, default=1,
-                   help="runs side by side, one process each (default 1: one after another; 4 suits a GPU)")
-    r.add_argument("--no-progress", action="store_true")
-    t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
-    t.add_argument("--profile", default="short", choices=PROFILES)
-    t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    t.add_argument("--folder", default=None, help="default: results/labelfree/<profile>")
+    add_run_parser(sub, EXPERIMENTS, "w2a2 w4a4", PROFILES, "labelfree")
+    add_table_parser(sub, PROFILES, "labelfree")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -199,14 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "table":
         print(format_table(results_table(args.profile, args.dataset, args.folder)))
         return 0
-    unknown = [n for n in args.names if n not in EXPERIMENTS]
-    if unknown:
-        p.error(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
-    for name in args.names:
-        bad = [b for b in args.bits or [] if b not in EXPERIMENTS[name].bits]
-        if bad:
-            p.error(f"{name} is defined at {', '.join(EXPERIMENTS[name].bits)}, not {', '.join(bad)}")
-    out = Path(args.out) if args.out else results_dir() / "labelfree" / args.profile
+    out = check_run_args(p, args, EXPERIMENTS, "labelfree")
     if args.jobs != 1:
         from .runner import run_cli_parallel
 

@@ -23,14 +23,10 @@ try:
 except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a core dependency
     raise ImportError("akt_lib.qat_plots needs matplotlib: pip install 'akt_lib[book]' (or pip install matplotlib)") from e
 
+from .plots import _axes  # one definition of the shared helper
+
 __all__ = ["quantizer_response", "plot_quantizer_response", "plot_affinity_grid", "plot_ffa_convergence",
            "timing_table"]
-
-
-def _axes(ax, figsize=(6.0, 4.0)):
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
 
 
 def quantizer_response(quantizer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

@@ -29,24 +29,10 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
     raise ImportError("akt_lib.zsq_plots needs matplotlib: pip install 'akt_lib[book]'") from e
 
 from .data import denormalize
+from .plots import _as_series, _axes  # one definition of both helpers
 
 __all__ = ["show_images", "plot_bars", "plot_curves", "plot_step_layer_heatmap", "plot_accuracy_histories",
            "html_table"]
-
-
-def _axes(ax, figsize=(6.0, 4.0)):
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
-
-
-def _series(values, name: str) -> dict[str, list[float]]:
-    # One sequence or a {label: sequence} mapping -> always the mapping form (label "" = unnamed).
-    if isinstance(values, Mapping):
-        if not values:
-            raise ValueError(f"{name} is an empty mapping: give at least one series")
-        return {str(k): [float(v) for v in vs] for k, vs in values.items()}
-    return {"": [float(v) for v in values]}
 
 
 def show_images(images: torch.Tensor, dataset: str, *, captions: Sequence[str] | None = None, ncols: int = 8,
@@ -172,7 +158,7 @@ def plot_curves(curves, *, x: Sequence[float] | None = None, ax=None, xlabel: st
         (2, 'step')
         >>> plt.close("all")
     """
-    series = _series(curves, "curves")
+    series = _as_series(curves, "curves")
     n = {len(ys) for ys in series.values()}
     if len(n) != 1:
         raise ValueError(f"all curves must have the same length, got lengths {sorted(n)}")
