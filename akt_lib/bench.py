@@ -37,7 +37,7 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "markdown_table", "main"]
+           "loss_agreement", "markdown_table", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
 #: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
@@ -140,12 +140,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device) -> float:
-    """Milliseconds per call of ``step`` over ``steps`` calls (device synchronised at both ends)."""
+def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device,
+              losses: list | None = None) -> float:
+    """Milliseconds per call of ``step`` over ``steps`` calls (device synchronised at both ends).
+
+    With a list ``losses``, each step's loss is appended to it (a copy on the device: no sync).
+    """
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step()
+        if losses is not None:
+            losses.append(loss.detach().clone())
     _sync(device)
     if not torch.isfinite(loss):  # one read at the end: the steps must have computed something real
         raise RuntimeError("the benchmarked step produced a non-finite loss")
@@ -154,21 +160,41 @@ def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device
 
 def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[str, ...], steps: int,
                warmup: int) -> dict:
-    """Time ``case`` under each mode in ``modes``; return ``{mode: {"ms": ..., "setup_s": ...}}``.
+    """Time ``case`` under each mode in ``modes``; return ``{mode: {"ms", "setup_s", "losses"}}``.
 
     ``setup_s`` covers building the state and the warm-up steps (for a compiled mode: compiling).
+    Every mode starts from the same seed and state, so ``losses`` (the loss of each warm-up and
+    timed step, in order) should be the same curve in every mode, up to floating-point rounding.
     """
     out = {}
     for mode in modes:
         _sync(device)
         t0 = time.perf_counter()
         step = make_step(case, batch_size, device, fast=mode)
+        losses: list[torch.Tensor] = []
         for _ in range(warmup):
-            step()
+            losses.append(step().detach().clone())
         _sync(device)
         setup = time.perf_counter() - t0
-        out[mode] = {"ms": time_step(step, steps, device), "setup_s": setup}
+        ms = time_step(step, steps, device, losses)
+        out[mode] = {"ms": ms, "setup_s": setup, "losses": torch.stack(losses).float().cpu().tolist()}
     return out
+
+
+def loss_agreement(reference: list[float], other: list[float]) -> dict:
+    """How far ``other``'s loss curve is from ``reference``'s, step by step.
+
+    Returns ``max_rel_diff`` (the largest ``|other - reference| / |reference|``), ``first_rel_diff``
+    (at the first step, before any update could compound a rounding difference) and ``steps``.
+
+    Examples:
+        >>> loss_agreement([2.0, 1.0], [2.0, 1.01])
+        {'steps': 2, 'first_rel_diff': 0.0, 'max_rel_diff': 0.01}
+    """
+    if len(reference) != len(other) or not reference:
+        raise ValueError(f"need two loss curves of the same non-zero length, got {len(reference)} and {len(other)}")
+    rel = [abs(o - r) / max(abs(r), 1e-12) for r, o in zip(reference, other)]
+    return {"steps": len(rel), "first_rel_diff": round(rel[0], 8), "max_rel_diff": round(max(rel), 8)}
 
 
 def bench_concurrency(case: str, batch_size: int, device: torch.device, mode: str, counts, steps: int,
@@ -222,13 +248,14 @@ def _child(args, device: torch.device) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m akt_lib bench [--profile paper|smoke] [--cases ...] [--fast MODE] ...``."""
+    """``python -m akt_lib bench [--profile paper|smoke] [--cases ...] [--fast MODE ...] ...``."""
     from .records import new_record, results_dir, save_record
 
     p = argparse.ArgumentParser(prog="python -m akt_lib bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="paper", choices=list(PROFILES))
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    p.add_argument("--fast", default="auto", choices=FAST_MODES, help="the fast mode timed against eager")
+    p.add_argument("--fast", nargs="+", default=["auto"], choices=FAST_MODES,
+                   help="the fast mode(s) timed against eager, each in the same process (e.g. compile cudagraphs)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
@@ -236,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency-case", default="akt", choices=list(CASES))
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="record folder (default: results/bench)")
+    p.add_argument("--name", default=None, help="record name (default: bench-<device>-<profile>)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--children", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -246,71 +274,108 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--steps must be >= 1 and --warmup >= 0")
     device = get_device(args.device)
     try:
-        fast = resolve_fast(args.fast, device)
+        fast_modes = list(dict.fromkeys(resolve_fast(m, device) for m in args.fast))
     except ValueError as e:
         p.error(str(e))
     if args.child is not None:
+        if len(fast_modes) != 1:
+            p.error("a benchmark child times one mode")
+        args.fast = fast_modes[0]
         return _child(args, device)
 
-    modes = ("off",) if fast == "off" else ("off", fast)
+    modes = ("off", *(m for m in fast_modes if m != "off"))
     config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes),
               "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
-    record = new_record("bench", f"bench-{device.type}-{args.profile}", "cifar10-jpeg", config, 0, args.profile, device)
+    name = args.name or f"bench-{device.type}-{args.profile}"
+    if "/" in name or name.startswith("."):
+        p.error(f"--name must be a plain file stem, got {name!r}")
+    record = new_record("bench", name, "cifar10-jpeg", config, 0, args.profile, device)
+    path = (Path(args.out) if args.out else results_dir() / "bench") / f"{name}.json"
     t0 = time.perf_counter()
     record["cases"] = []
     for case in args.cases:
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
         res = bench_case(case, bs, device, modes, args.steps, args.warmup)
         row = {"case": case, "batch_size": bs, "eager_ms": res["off"]["ms"], "eager_setup_s": res["off"]["setup_s"]}
-        if fast != "off":
-            row.update(fast_mode=fast, fast_ms=res[fast]["ms"], compile_s=res[fast]["setup_s"],
-                       speedup=res["off"]["ms"] / res[fast]["ms"])
+        row["eager_losses"] = res["off"]["losses"]
+        fast = [{"mode": m, "ms": res[m]["ms"], "compile_s": res[m]["setup_s"],
+                 "speedup": res["off"]["ms"] / res[m]["ms"], "losses": res[m]["losses"],
+                 **loss_agreement(res["off"]["losses"], res[m]["losses"])} for m in modes[1:]]
+        if fast:  # the fastest mode also under the flat keys, which the tables read
+            best = min(fast, key=lambda f: f["ms"])
+            row.update(fast=fast, fast_mode=best["mode"], fast_ms=best["ms"], compile_s=best["compile_s"],
+                       speedup=best["speedup"])
         record["cases"].append(row)
-        print(format_row(row))
+        print(format_row(row), flush=True)
+        record["wall_time_s"] = time.perf_counter() - t0
+        save_record(record, path)  # partial ("running") record: a killed run keeps its finished cases
     counts = prof["concurrency"] if args.concurrency is None else args.concurrency
     if counts:
         case = args.concurrency_case
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
-        record["concurrency"] = {"case": case, "batch_size": bs, "fast_mode": fast,
-                                 "rows": bench_concurrency(case, bs, device, fast, counts, args.steps, args.warmup)}
+        measured = next((r for r in record["cases"] if r["case"] == case and "fast_mode" in r), None)
+        mode = measured["fast_mode"] if measured else modes[-1]  # the fastest mode measured for it
+        record["concurrency"] = {"case": case, "batch_size": bs, "fast_mode": mode,
+                                 "rows": bench_concurrency(case, bs, device, mode, counts, args.steps, args.warmup)}
         for r in record["concurrency"]["rows"]:
-            print(f"{r['processes']} x {case}: {r['it_per_s']:.1f} it/s in all ({r['speedup']:.2f}x one process)")
+            print(f"{r['processes']} x {case} ({mode}): {r['it_per_s']:.1f} it/s in all "
+                  f"({r['speedup']:.2f}x one process)")
     record["wall_time_s"] = time.perf_counter() - t0
     record["status"] = "complete"
-    out = Path(args.out) if args.out else results_dir() / "bench"
-    path = save_record(record, out / f"bench-{device.type}-{args.profile}.json")
+    save_record(record, path)
     print(f"wrote {path}")
     return 0
+
+
+def _fast_entries(row: dict) -> list[dict]:
+    """A case row's fast measurements, one dict per mode (records with one flat mode included)."""
+    if "fast" in row:
+        return row["fast"]
+    if "fast_ms" in row:
+        return [{"mode": row["fast_mode"], "ms": row["fast_ms"], "compile_s": row["compile_s"],
+                 "speedup": row["speedup"]}]
+    return []
 
 
 def markdown_table(record: dict) -> str:
     """A bench record's per-step table as Markdown, with the device and torch version it ran on.
 
+    One column per fast mode the record measured (none: eager only).
+
     Examples:
         >>> rec = {"device": "cpu", "torch": "2.x", "profile": "smoke", "cases": [
-        ...     {"case": "gdfq", "batch_size": 8, "eager_ms": 40.0, "fast_mode": "compile", "fast_ms": 4.0,
-        ...      "compile_s": 30.0, "speedup": 10.0}]}
+        ...     {"case": "gdfq", "batch_size": 8, "eager_ms": 40.0, "fast": [
+        ...         {"mode": "compile", "ms": 8.0, "compile_s": 30.0, "speedup": 5.0},
+        ...         {"mode": "cudagraphs", "ms": 4.0, "compile_s": 12.0, "speedup": 10.0}]}]}
         >>> print(markdown_table(rec))
-        | step | batch | eager ms/it | fast ms/it | speed-up | compile s |
+        | step | batch | eager ms/it | compile ms/it | cudagraphs ms/it | setup s (compile / cudagraphs) |
         | --- | --- | --- | --- | --- | --- |
-        | gdfq | 8 | 40.0 | 4.0 (compile) | 10.0× | 30 |
+        | gdfq | 8 | 40.0 | 8.0 (5.0×) | 4.0 (10.0×) | 30 / 12 |
         <BLANKLINE>
         Measured on cpu, torch 2.x, profile "smoke".
     """
-    lines = ["| step | batch | eager ms/it | fast ms/it | speed-up | compile s |", "| --- | --- | --- | --- | --- | --- |"]
+    modes = list(dict.fromkeys(f["mode"] for r in record["cases"] for f in _fast_entries(r)))
+    head = ["step", "batch", "eager ms/it", *(f"{m} ms/it" for m in modes)]
+    if modes:
+        head.append(f"setup s ({' / '.join(modes)})")
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in record["cases"]:
-        fast = (f"{r['fast_ms']:.1f} ({r['fast_mode']})", f"{r['speedup']:.1f}×", f"{r['compile_s']:.0f}") \
-            if "fast_ms" in r else ("not measured", "—", "—")
-        lines.append(f"| {r['case']} | {r['batch_size']} | {r['eager_ms']:.1f} | " + " | ".join(fast) + " |")
+        by_mode = {f["mode"]: f for f in _fast_entries(r)}
+        cells = [r["case"], str(r["batch_size"]), f"{r['eager_ms']:.1f}"]
+        cells += [f"{by_mode[m]['ms']:.1f} ({by_mode[m]['speedup']:.1f}×)" if m in by_mode else "not measured"
+                  for m in modes]
+        if modes:
+            cells.append(" / ".join(f"{by_mode[m]['compile_s']:.0f}" if m in by_mode else "—" for m in modes))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nMeasured on {record['device']}, torch {record['torch']}, profile \"{record['profile']}\"."
 
 
 def format_row(row: dict) -> str:
     """One line of a bench record's case table."""
     text = f"{row['case']:9s} batch {row['batch_size']:4d}: eager {row['eager_ms']:8.1f} ms"
-    if "fast_ms" in row:
-        text += (f" | {row['fast_mode']} {row['fast_ms']:8.1f} ms ({row['speedup']:.1f}x; "
-                 f"compiled in {row['compile_s']:.0f} s)")
+    for f in _fast_entries(row):
+        text += f" | {f['mode']} {f['ms']:8.1f} ms ({f['speedup']:.1f}x; set up in {f['compile_s']:.0f} s"
+        text += f"; losses within {f['max_rel_diff']:.1e})" if "max_rel_diff" in f else ")"
     return text
 
 
