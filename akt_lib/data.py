@@ -127,7 +127,9 @@ def _load_jpeg_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             return z["images"], z["labels"]
     images, labels = _decode_jpeg_npz(src)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp.npz")
+    # One temporary file per process: runs started side by side (``--jobs``) all decode on a cold
+    # cache, and with a shared temporary name one's rename pulled the file from under another's.
+    tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, images=images, labels=labels)
     tmp.replace(cached)  # atomic: a half-written cache is never read
     return images, labels

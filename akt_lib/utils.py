@@ -49,9 +49,12 @@ def device_name(device: torch.device | str | None = None) -> str:
 def git_commit(short: bool = False) -> str | None:
     """The library's git commit (``+dirty`` if the work tree has changes), or ``None`` outside git.
 
-    A copy of the tree without its ``.git`` (a GPU machine that was sent the files) reports
-    ``$AKT_COMMIT`` instead, which whoever sent the copy sets to the commit it was made from.
+    ``$AKT_COMMIT``, when set, wins: whoever sends a copy of the tree to another machine (a GPU
+    machine) sets it to the commit the copy was made from, since a ``.git`` travelling with the
+    copy can be stale or missing.
     """
+    if os.environ.get("AKT_COMMIT"):
+        return os.environ["AKT_COMMIT"]
     repo = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=repo,
@@ -59,7 +62,7 @@ def git_commit(short: bool = False) -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "akt_lib"],
                                cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("AKT_COMMIT") or None
+        return None
     return sha + ("+dirty" if dirty else "")
 
 

@@ -80,3 +80,31 @@ def test_jobs_option_refuses_repeated_seeds_and_bad_counts(tmp_path):
         experiments.main(["run", "gdfq", "--seeds", "0", "0", "--jobs", "2", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         experiments.main(["run", "gdfq", "--jobs", "0", "--out", str(tmp_path)])
+
+
+def test_bench_times_several_fast_modes_in_one_run_with_their_loss_curves(tmp_path, monkeypatch):
+    # "compile" twice (deduplicated) and "off": one fast mode; aot_eager = the captured graphs run
+    # with eager kernels, so the loss curve must match eager's to float32 rounding.
+    monkeypatch.setenv("AKT_COMPILE_BACKEND", "aot_eager")
+    code = bench.main(["--cases", "teacher", "--fast", "compile", "off", "compile", "--steps", "2", "--warmup", "1",
+                       "--batch-size", "2", "--concurrency", "--device", "cpu", "--out", str(tmp_path),
+                       "--name", "modes"])
+    assert code == 0
+    record = json.loads((tmp_path / "modes.json").read_text())
+    assert record["name"] == "modes" and record["status"] == "complete" and record["config"]["modes"] == ["off", "compile"]
+    (row,) = record["cases"]
+    (fast,) = row["fast"]
+    assert fast["mode"] == row["fast_mode"] == "compile" and fast["speedup"] == pytest.approx(row["eager_ms"] / fast["ms"])
+    assert len(row["eager_losses"]) == len(fast["losses"]) == 3 and fast["steps"] == 3
+    assert fast["max_rel_diff"] < 1e-5
+    assert "compile ms/it" in bench.markdown_table(record)
+
+
+def test_loss_agreement_and_record_name_refuse_bad_input(tmp_path):
+    assert bench.loss_agreement([1.0, -2.0], [1.0, -1.0])["max_rel_diff"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        bench.loss_agreement([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="same non-zero length"):
+        bench.loss_agreement([], [])
+    with pytest.raises(SystemExit):
+        bench.main(["--name", "../escape", "--device", "cpu", "--out", str(tmp_path)])

@@ -97,6 +97,29 @@ def test_jpeg_split_is_cached_and_reused(jpeg_root, monkeypatch):
     assert x2 is not x1 and torch.equal(x2, x1) and torch.equal(y2, y1)
 
 
+def test_two_processes_filling_a_cold_cache_at_once(jpeg_root, monkeypatch):
+    # Runs started side by side (--jobs) all decode on a cold cache. Interleave two "processes":
+    # the second writes and renames its cache file while the first is between writing and renaming.
+    root, _, labels, _ = jpeg_root
+    real_savez, pid, nested = np.savez, {"now": 1}, []
+
+    def savez(path, **arrays):
+        real_savez(path, **arrays)
+        if not nested:
+            nested.append(True)
+            pid["now"] = 2
+            data._load_cached.cache_clear()
+            assert load_split("cifar10-jpeg", "test", root=root)[1].tolist() == labels.tolist()
+            pid["now"] = 1
+
+    monkeypatch.setattr(data.os, "getpid", lambda: pid["now"])
+    monkeypatch.setattr(data.np, "savez", savez)
+    x, y = load_split("cifar10-jpeg", "test", root=root)  # raised FileNotFoundError with one shared temp name
+    assert x.shape[0] == 7 and y.tolist() == labels.tolist() and nested
+    cache = root.parent / "cache"
+    assert len(list(cache.glob("cifar10-jpeg-test-*.npz"))) == 1 and not list(cache.glob("*.tmp*"))
+
+
 def test_jpeg_cache_follows_a_changed_source(jpeg_root):
     root, images, _, _ = jpeg_root
     load_split("cifar10-jpeg", "test", root=root)

@@ -166,3 +166,15 @@ def test_checkpoint_errors(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a dict"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_commit_from_the_environment_wins(monkeypatch):
+    # A copy of the tree sent to a GPU machine may carry a stale .git: the sender's $AKT_COMMIT wins.
+    from akt_lib.utils import git_commit
+
+    monkeypatch.delenv("AKT_COMMIT", raising=False)
+    here = git_commit()
+    monkeypatch.setenv("AKT_COMMIT", "0123abc")
+    assert git_commit() == "0123abc" and new_record("zsq", "x", "cifar10-jpeg", {}, 0, "smoke", "cpu")["commit"] == "0123abc"
+    monkeypatch.setenv("AKT_COMMIT", "")
+    assert git_commit() == here
