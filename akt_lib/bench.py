@@ -37,7 +37,8 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "loss_agreement", "markdown_table", "main"]
+           "loss_agreement", "markdown_table", "row_minutes_markdown",
+           "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
 #: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
@@ -374,6 +375,60 @@ def markdown_table(record: dict) -> str:
             cells.append(" / ".join(f"{by_mode[m]['compile_s']:.0f}" if m in by_mode else "—" for m in modes))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nMeasured on {record['device']}, torch {record['torch']}, profile \"{record['profile']}\"."
+
+
+#: The paper-schedule row each zero-shot case stands for (AdaDFQ's case runs at AKT's batch 200,
+#: so it is the released-code control row; AdaDFQ's own row uses batch 16).
+ROW_OF_CASE = {"gdfq": "gdfq", "adadfq": "adadfq-bs200-rfd0", "akt": "adadfq+akt", "gdfq+ait": "gdfq+ait"}
+
+
+def row_minutes_markdown(record: dict) -> str:
+    """GPU-minutes of one paper-schedule row (one seed) per zero-shot case: iterations × ms/it.
+
+    Compilation (``compile_s``, paid about twice per run: warm-up and frozen variants) and the
+    per-epoch evaluations come on top.
+
+    Examples:
+        >>> rec = {"cases": [{"case": "akt", "batch_size": 200, "eager_ms": 45.0, "fast_mode": "compile",
+        ...                   "fast_ms": 30.0}, {"case": "teacher", "batch_size": 512, "eager_ms": 9.0}]}
+        >>> print(row_minutes_markdown(rec))
+        | step | paper row | iterations | eager GPU-min | fast GPU-min |
+        | --- | --- | --- | --- | --- |
+        | akt | adadfq+akt | 40,000 | 30.0 | 20.0 (compile) |
+    """
+    from .experiments import EXPERIMENTS, experiment_config
+
+    lines = ["| step | paper row | iterations | eager GPU-min | fast GPU-min |", "| --- | --- | --- | --- | --- |"]
+    for r in record["cases"]:
+        name = ROW_OF_CASE.get(r["case"])
+        if name is None:
+            continue
+        config = experiment_config(name, EXPERIMENTS[name].bits[0], "paper")
+        if config.batch_size != r["batch_size"]:
+            raise ValueError(f"{r['case']} was timed at batch {r['batch_size']}, but the {name} row uses "
+                             f"{config.batch_size}: its minutes would be wrong")
+        iters = config.total_iters
+        fast = f"{iters * r['fast_ms'] / 60000:.1f} ({r['fast_mode']})" if "fast_ms" in r else "not measured"
+        lines.append(f"| {r['case']} | {name} | {iters:,} | {iters * r['eager_ms'] / 60000:.1f} | {fast} |")
+    return "\n".join(lines)
+
+
+def agreement_markdown(record: dict) -> str:
+    """How closely each fast mode's loss curve followed eager's (relative difference per step).
+
+    Examples:
+        >>> rec = {"cases": [{"case": "gdfq", "fast": [{"mode": "compile", "steps": 60,
+        ...        "first_rel_diff": 1e-3, "max_rel_diff": 0.02}]}]}
+        >>> print(agreement_markdown(rec).splitlines()[-1])
+        | gdfq | compile | 60 | 1.0e-03 | 2.0e-02 |
+    """
+    lines = ["| step | mode | steps compared | first step: rel. diff | max rel. diff |", "| --- | --- | --- | --- | --- |"]
+    for r in record["cases"]:
+        for f in r.get("fast", []):
+            if "max_rel_diff" in f:
+                lines.append(f"| {r['case']} | {f['mode']} | {f['steps']} | {f['first_rel_diff']:.1e} | "
+                             f"{f['max_rel_diff']:.1e} |")
+    return "\n".join(lines)
 
 
 def format_row(row: dict) -> str:

@@ -8,6 +8,8 @@ chapter or the library. Plot helpers draw on an ``ax`` you pass (or a fresh figu
 * ``show_image_grid``         – rows of images, e.g. originals above augmented copies
 * ``plot_lr_schedule``        – learning rate against epochs
 * ``plot_training_curve``     – loss and accuracy per epoch of a run record
+* ``recipe_runs_markdown``    – several teacher runs (records) side by side: recipe, accuracy, time
+* ``plot_recipe_runs``        – their test accuracy per epoch on one axis
 * ``plot_layer_strips``       – one dot per channel for every layer (BN statistics, variance ratios)
 * ``plot_per_class_accuracy`` – bar chart of top-1 accuracy per class
 * ``plot_class_probabilities`` – mean softmax output per true class (the teacher's "dark knowledge")
@@ -28,7 +30,7 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
 from .plots import _as_series, _axes
 
 __all__ = ["config_table_markdown", "model_card_markdown", "show_image_grid", "plot_lr_schedule",
-           "plot_training_curve", "plot_layer_strips", "plot_per_class_accuracy", "plot_class_probabilities"]
+           "plot_training_curve", "recipe_runs_markdown", "plot_recipe_runs", "plot_layer_strips", "plot_per_class_accuracy", "plot_class_probabilities"]
 
 
 def _cell(value) -> str:
@@ -80,7 +82,8 @@ _CARD_COLUMNS = (
     ("batch / peak lr", lambda c: f"{c['recipe']['batch_size']} / {c['recipe']['lr']}"),
     ("train time", lambda c: f"{c['wall_time_s']:.0f} s"),
     ("device", lambda c: c["device"]),
-    ("commit", lambda c: f"`{str(c['commit'])[:12]}`"),
+    # tree_commit: set where the machine that trained it ran a copy of the tree with a stale .git
+    ("commit", lambda c: f"`{str(c.get('tree_commit') or c['commit'])[:12]}`"),
     ("SHA-256", lambda c: f"`{c['sha256'][:12]}…`"),
 )
 
@@ -258,6 +261,64 @@ def plot_training_curve(record: Mapping, *, axes=None, title: str | None = None)
     ax_loss.figure.suptitle(title or default)
     ax_loss.figure.tight_layout()
     return ax_loss, ax_acc
+
+
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def recipe_runs_markdown(runs: Mapping[str, Mapping]) -> str:
+    """Teacher run records side by side: recipe, final and best test accuracy, and time.
+
+    Args:
+        runs: ``{label: run record}`` (``{name}_record.json`` as ``train_teacher`` writes it).
+
+    Returns:
+        A Markdown table. "s / epoch" is the median training time of an epoch, which leaves out
+        the first epoch's compilation; "wall s" is all training and evaluation.
+
+    Examples:
+        >>> h = [{"epoch": e, "acc": a, "train_s": t} for e, a, t in [(1, 50.0, 9.0), (2, 60.0, 1.0), (3, 59.0, 1.2)]]
+        >>> rec = {"arch": "resnet20", "config": {"epochs": 3, "batch_size": 512, "lr": 0.4}, "history": h,
+        ...        "final_acc": 59.0, "best_acc": 60.0, "best_epoch": 2, "wall_time_s": 11.5, "device": "gpu"}
+        >>> print(recipe_runs_markdown({"toy": rec}).splitlines()[-1])
+        | toy | resnet20 | 3 | 512 | 0.4 | 59.00 | 60.00 (2) | 1.20 | 12 | gpu |
+    """
+    if not runs:
+        raise ValueError("no runs to show")
+    head = ["run", "arch", "epochs", "batch", "peak lr", "final acc (%)", "best acc (%) (epoch)", "s / epoch",
+            "wall s", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, r in runs.items():
+        c = r["config"]
+        cells = [label, r["arch"], c["epochs"], c["batch_size"], c["lr"], f"{r['final_acc']:.2f}",
+                 f"{r['best_acc']:.2f} ({r['best_epoch']})", f"{_median([h['train_s'] for h in r['history']]):.2f}",
+                 f"{r['wall_time_s']:.0f}", r["device"]]
+        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_recipe_runs(runs: Mapping[str, Mapping], *, ax=None, title: str | None = None):
+    """Test accuracy per epoch of several teacher runs (``{label: run record}``) on one axis.
+
+    Examples:
+        >>> rec = {"history": [{"epoch": 1, "acc": 40.0}, {"epoch": 2, "acc": None}, {"epoch": 3, "acc": 55.0}]}
+        >>> ax = plot_recipe_runs({"a": rec, "b": rec})
+        >>> [[int(e) for e in line.get_xdata()] for line in ax.lines]  # evaluated epochs only
+        [[1, 3], [1, 3]]
+        >>> plt.close("all")
+    """
+    if not runs:
+        raise ValueError("no runs to plot")
+    ax = _axes(ax, figsize=(9, 4))
+    for label, r in runs.items():
+        evals = [h for h in r["history"] if h.get("acc") is not None]
+        ax.plot([h["epoch"] for h in evals], [h["acc"] for h in evals], label=label)
+    ax.set(xlabel="epoch", ylabel="test top-1 (%)", title=title or "test accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
 
 
 def plot_layer_strips(layer_names: Sequence[str], values: Sequence[torch.Tensor], *, ax=None,

@@ -108,3 +108,11 @@ def test_loss_agreement_and_record_name_refuse_bad_input(tmp_path):
         bench.loss_agreement([], [])
     with pytest.raises(SystemExit):
         bench.main(["--name", "../escape", "--device", "cpu", "--out", str(tmp_path)])
+
+
+def test_row_minutes_refuse_a_case_timed_at_another_batch():
+    rec = {"cases": [{"case": "gdfq", "batch_size": 8, "eager_ms": 40.0}]}  # a smoke record: batch 8
+    with pytest.raises(ValueError, match="timed at batch 8, but the gdfq row uses 200"):
+        bench.row_minutes_markdown(rec)
+    rec = {"cases": [{"case": "gdfq", "batch_size": 200, "eager_ms": 60.0}]}
+    assert bench.row_minutes_markdown(rec).splitlines()[-1] == "| gdfq | gdfq | 80,000 | 80.0 | not measured |"

@@ -5,6 +5,7 @@ Every run here writes into pytest's tmp folders, never into results/.
 
 import json
 import shutil
+from pathlib import Path
 from dataclasses import asdict
 
 import pytest
@@ -160,6 +161,25 @@ def test_shipped_teacher_entries(smoke_run, tmp_path):
     model = load_teacher("resnet20_cifar10-jpeg", root=str(tmp_path))
     assert model.num_classes == 10 and not model.training
     assert load_shipped_teacher("resnet20_cifar10-jpeg", tmp_path).card["seed"] == 0
+
+
+@pytest.mark.parametrize("name,arch", [("resnet20_cifar10-jpeg", "resnet20"), ("resnet110_cifar10-jpeg", "resnet110")])
+def test_the_shipped_teachers_load_with_their_cards_and_records(name, arch):
+    model = load_shipped_teacher(name)  # default root: akt_lib/weights (SHA-256 checked against the card)
+    card = model.card
+    assert (card["arch"], card["dataset"], card["num_classes"]) == (arch, "cifar10-jpeg", 10)
+    assert type(model).__name__ == "CIFARResNet" and not model.training and model.num_classes == 10
+    record = json.loads((Path(teacher.__file__).parent / "weights" / card["record_file"]).read_text())
+    assert record["status"] == "complete" and record["final_acc"] == card["accuracy"]
+    assert len(record["history"]) == card["epochs"] == card["recipe"]["epochs"]
+    assert card["command"].startswith(f"python -m akt_lib teacher --dataset cifar10-jpeg --arch {arch}")
+
+
+def test_the_shipped_resnet20_scores_its_card_accuracy(jpeg_test_split):
+    # Trained and evaluated on a GPU in bf16/float32; re-evaluated here on the CPU in float32.
+    model = load_shipped_teacher("resnet20_cifar10-jpeg")
+    x, y = jpeg_test_split
+    assert evaluate(model, x, y, "cifar10-jpeg") == pytest.approx(model.card["accuracy"], abs=0.05)
 
 
 def test_cli_cifar100_on_a_synthetic_stand_in(tmp_path, monkeypatch, capsys):

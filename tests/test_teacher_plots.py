@@ -127,3 +127,19 @@ def test_class_probabilities_heatmap():
     assert "0.99" in texts and "0.01" not in texts and len(texts) == 7  # cells < 0.01 carry no number
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         tp.plot_class_probabilities(torch.ones(2, 2), ["a", "b", "c"])
+
+
+def test_recipe_runs_table_and_plot_refuse_nothing_and_show_every_run():
+    def rec(acc, epochs):
+        hist = [{"epoch": e + 1, "acc": acc - epochs + e + 1, "train_s": 2.0 if e == 0 else 1.0} for e in range(epochs)]
+        return {"arch": "resnet20", "config": {"epochs": epochs, "batch_size": 128, "lr": 0.1}, "history": hist,
+                "final_acc": acc, "best_acc": acc, "best_epoch": epochs, "wall_time_s": 10.0, "device": "d"}
+    table = tp.recipe_runs_markdown({"short": rec(80.0, 3), "long": rec(85.0, 5)}).splitlines()
+    assert len(table) == 4 and table[2].startswith("| short | resnet20 | 3 | 128 | 0.1 | 80.00 | 80.00 (3) | 1.00 |")
+    ax = tp.plot_recipe_runs({"short": rec(80.0, 3), "long": rec(85.0, 5)})
+    assert [len(line.get_xdata()) for line in ax.lines] == [3, 5]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["short", "long"]
+    with pytest.raises(ValueError, match="no runs"):
+        tp.recipe_runs_markdown({})
+    with pytest.raises(ValueError, match="no runs"):
+        tp.plot_recipe_runs({})
