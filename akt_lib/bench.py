@@ -37,7 +37,7 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "loss_agreement", "markdown_table", "row_minutes_markdown",
+           "loss_agreement", "profile_step", "trace_markdown", "markdown_table", "row_minutes_markdown",
            "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
@@ -166,26 +166,78 @@ def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device
 
 
 def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[str, ...], steps: int,
-               warmup: int) -> dict:
+               warmup: int, trace_steps: int = 0) -> dict:
     """Time ``case`` under each mode in ``modes``; return ``{mode: {"ms", "setup_s", "losses"}}``.
 
     ``setup_s`` covers building the state and the warm-up steps (for a compiled mode: compiling).
     Every mode starts from the same seed and state, so ``losses`` (the loss of each warm-up and
     timed step, in order) should be the same curve in every mode, up to floating-point rounding.
+    With ``trace_steps > 0`` each mode also gets ``"trace"``: ``profile_step`` over that many more
+    steps. A fast mode that raises gets ``{"error": "..."}`` instead, and the others still run
+    (the eager reference is not guarded: if it fails, nothing can be compared).
     """
     out = {}
     for mode in modes:
-        _sync(device)
-        t0 = time.perf_counter()
-        step = make_step(case, batch_size, device, fast=mode)
-        losses: list[torch.Tensor] = []
-        for _ in range(warmup):
-            losses.append(step().detach().clone())
-        _sync(device)
-        setup = time.perf_counter() - t0
-        ms = time_step(step, steps, device, losses)
-        out[mode] = {"ms": ms, "setup_s": setup, "losses": torch.stack(losses).float().cpu().tolist()}
+        try:
+            _sync(device)
+            t0 = time.perf_counter()
+            step = make_step(case, batch_size, device, fast=mode)
+            losses: list[torch.Tensor] = []
+            for _ in range(warmup):
+                losses.append(step().detach().clone())
+            _sync(device)
+            setup = time.perf_counter() - t0
+            ms = time_step(step, steps, device, losses)
+            out[mode] = {"ms": ms, "setup_s": setup, "losses": torch.stack(losses).float().cpu().tolist()}
+            if trace_steps > 0:
+                out[mode]["trace"] = profile_step(step, trace_steps, device)
+        except Exception as e:  # noqa: BLE001 - one broken fast mode must not cost the whole benchmark
+            if mode == "off":
+                raise
+            out[mode] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
+            print(f"{case}: fast mode {mode!r} failed: {out[mode]['error']}", file=sys.stderr, flush=True)
     return out
+
+
+def profile_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device, top: int = 12) -> dict:
+    """Where the time of ``steps`` calls of ``step`` goes, by operator or kernel (``torch.profiler``).
+
+    On CUDA the ranking is by self *device* time (the kernels), and ``device_ms_per_step`` against
+    the step's wall time says how busy the GPU is; on a CPU both are CPU times.
+
+    Returns:
+        ``{"steps", "wall_ms_per_step", "device_ms_per_step", "timer", "top": [{"name",
+        "ms_per_step", "calls_per_step"}, ...]}`` (``top`` entries, largest first).
+
+    Examples:
+        >>> w = torch.randn(64, 64)
+        >>> t = profile_step(lambda: (w @ w).sum(), 2, torch.device("cpu"))
+        >>> t["steps"], t["timer"], len(t["top"]) > 0
+        (2, 'cpu', True)
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+
+    def self_us(e) -> float:  # the attribute was renamed from *_cuda_* to *_device_* in torch 2.4
+        if not cuda:
+            return e.self_cpu_time_total
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+    ranked = sorted(events, key=self_us, reverse=True)
+    return {"steps": steps, "wall_ms_per_step": 1000.0 * wall / steps, "timer": "cuda" if cuda else "cpu",
+            "device_ms_per_step": sum(self_us(e) for e in events) / 1000.0 / steps,
+            "top": [{"name": e.key, "ms_per_step": self_us(e) / 1000.0 / steps, "calls_per_step": e.count / steps}
+                    for e in ranked[:top] if self_us(e) > 0]}
 
 
 def loss_agreement(reference: list[float], other: list[float]) -> dict:
@@ -271,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="record folder (default: results/bench)")
     p.add_argument("--name", default=None, help="record name (default: bench-<device>-<profile>)")
+    p.add_argument("--trace", type=int, default=0, metavar="STEPS",
+                   help="also profile this many steps of every mode (torch.profiler; top kernels into the record)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--children", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -291,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args, device)
 
     modes = ("off", *(m for m in fast_modes if m != "off"))
-    config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes),
+    if args.trace < 0:
+        p.error("--trace must be >= 0")
+    config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes), "trace": args.trace,
               "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
     name = args.name or f"bench-{device.type}-{args.profile}"
     if "/" in name or name.startswith("."):
@@ -302,12 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     record["cases"] = []
     for case in args.cases:
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
-        res = bench_case(case, bs, device, modes, args.steps, args.warmup)
+        res = bench_case(case, bs, device, modes, args.steps, args.warmup, args.trace)
         row = {"case": case, "batch_size": bs, "eager_ms": res["off"]["ms"], "eager_setup_s": res["off"]["setup_s"]}
         row["eager_losses"] = res["off"]["losses"]
+        if args.trace:
+            row["traces"] = {m: res[m]["trace"] for m in modes if "trace" in res[m]}
+        row["failed"] = {m: res[m]["error"] for m in modes[1:] if "error" in res[m]}
         fast = [{"mode": m, "ms": res[m]["ms"], "compile_s": res[m]["setup_s"],
                  "speedup": res["off"]["ms"] / res[m]["ms"], "losses": res[m]["losses"],
-                 **loss_agreement(res["off"]["losses"], res[m]["losses"])} for m in modes[1:]]
+                 **loss_agreement(res["off"]["losses"], res[m]["losses"])} for m in modes[1:] if "error" not in res[m]]
         if fast:  # the fastest mode also under the flat keys, which the tables read
             best = min(fast, key=lambda f: f["ms"])
             row.update(fast=fast, fast_mode=best["mode"], fast_ms=best["ms"], compile_s=best["compile_s"],
@@ -361,7 +420,8 @@ def markdown_table(record: dict) -> str:
         <BLANKLINE>
         Measured on cpu, torch 2.x, profile "smoke".
     """
-    modes = list(dict.fromkeys(f["mode"] for r in record["cases"] for f in _fast_entries(r)))
+    modes = list(dict.fromkeys([f["mode"] for r in record["cases"] for f in _fast_entries(r)]
+                               + [m for r in record["cases"] for m in r.get("failed", {})]))
     head = ["step", "batch", "eager ms/it", *(f"{m} ms/it" for m in modes)]
     if modes:
         head.append(f"setup s ({' / '.join(modes)})")
@@ -369,8 +429,8 @@ def markdown_table(record: dict) -> str:
     for r in record["cases"]:
         by_mode = {f["mode"]: f for f in _fast_entries(r)}
         cells = [r["case"], str(r["batch_size"]), f"{r['eager_ms']:.1f}"]
-        cells += [f"{by_mode[m]['ms']:.1f} ({by_mode[m]['speedup']:.1f}×)" if m in by_mode else "not measured"
-                  for m in modes]
+        cells += [f"{by_mode[m]['ms']:.1f} ({by_mode[m]['speedup']:.1f}×)" if m in by_mode
+                  else "failed" if m in r.get("failed", {}) else "not measured" for m in modes]
         if modes:
             cells.append(" / ".join(f"{by_mode[m]['compile_s']:.0f}" if m in by_mode else "—" for m in modes))
         lines.append("| " + " | ".join(cells) + " |")
@@ -431,12 +491,43 @@ def agreement_markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def trace_markdown(record: dict, case: str) -> str:
+    """The profiler summary of one case (``--trace``), one column block per mode.
+
+    Examples:
+        >>> rec = {"cases": [{"case": "akt", "traces": {"off": {"steps": 2, "wall_ms_per_step": 40.0,
+        ...     "device_ms_per_step": 20.0, "timer": "cuda", "top": [{"name": "conv", "ms_per_step": 5.0,
+        ...     "calls_per_step": 30.0}]}}}]}
+        >>> print(trace_markdown(rec, "akt"))
+        **off**: 40.0 ms per step (wall), 20.0 ms of it on the cuda timer (50 %)
+        <BLANKLINE>
+        | operator / kernel | ms per step | calls per step |
+        | --- | --- | --- |
+        | conv | 5.00 | 30.0 |
+    """
+    row = next((r for r in record["cases"] if r["case"] == case), None)
+    if row is None or not row.get("traces"):
+        raise ValueError(f"the record has no profiler trace for {case!r} (run the bench with --trace STEPS)")
+    blocks = []
+    for mode, t in row["traces"].items():
+        share = 100.0 * t["device_ms_per_step"] / t["wall_ms_per_step"]
+        lines = [f"**{mode}**: {t['wall_ms_per_step']:.1f} ms per step (wall), {t['device_ms_per_step']:.1f} ms of it "
+                 f"on the {t['timer']} timer ({share:.0f} %)", "", "| operator / kernel | ms per step | calls per step |",
+                 "| --- | --- | --- |"]
+        lines += [f"| {e['name'][:90].replace('|', '/')} | {e['ms_per_step']:.2f} | {e['calls_per_step']:.1f} |"
+                  for e in t["top"]]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 def format_row(row: dict) -> str:
     """One line of a bench record's case table."""
     text = f"{row['case']:9s} batch {row['batch_size']:4d}: eager {row['eager_ms']:8.1f} ms"
     for f in _fast_entries(row):
         text += f" | {f['mode']} {f['ms']:8.1f} ms ({f['speedup']:.1f}x; set up in {f['compile_s']:.0f} s"
         text += f"; losses within {f['max_rel_diff']:.1e})" if "max_rel_diff" in f else ")"
+    for mode, error in row.get("failed", {}).items():
+        text += f" | {mode} FAILED ({error[:80]})"
     return text
 
 

@@ -116,3 +116,29 @@ def test_row_minutes_refuse_a_case_timed_at_another_batch():
         bench.row_minutes_markdown(rec)
     rec = {"cases": [{"case": "gdfq", "batch_size": 200, "eager_ms": 60.0}]}
     assert bench.row_minutes_markdown(rec).splitlines()[-1] == "| gdfq | gdfq | 80,000 | 80.0 | not measured |"
+
+
+def test_a_failing_fast_mode_is_recorded_and_the_trace_is_kept(tmp_path, monkeypatch):
+    real = bench.make_step
+
+    def make_step(case, batch_size, device, fast="off"):
+        if fast == "compile":
+            raise RuntimeError("accessing tensor output of CUDAGraphs that has been overwritten\nmore lines")
+        return real(case, batch_size, device, fast=fast)
+
+    monkeypatch.setattr(bench, "make_step", make_step)
+    code = bench.main(["--cases", "teacher", "--fast", "compile", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                       "--concurrency", "--trace", "2", "--device", "cpu", "--out", str(tmp_path), "--name", "t"])
+    assert code == 0
+    record = json.loads((tmp_path / "t.json").read_text())
+    (row,) = record["cases"]
+    assert record["status"] == "complete" and "fast" not in row and "fast_ms" not in row
+    assert row["failed"] == {"compile": "RuntimeError: accessing tensor output of CUDAGraphs that has been overwritten"}
+    trace = row["traces"]["off"]
+    assert trace["steps"] == 2 and trace["timer"] == "cpu" and trace["top"] and trace["wall_ms_per_step"] > 0
+    assert "| teacher | 2 |" in bench.markdown_table(record) and "| failed |" in bench.markdown_table(record)
+    assert bench.trace_markdown(record, "teacher").startswith("**off**:")
+    with pytest.raises(ValueError, match="no profiler trace for 'gdfq'"):
+        bench.trace_markdown(record, "gdfq")
+    with pytest.raises(SystemExit):
+        bench.main(["--trace", "-1", "--device", "cpu", "--out", str(tmp_path)])
