@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         fast_modes = list(dict.fromkeys(resolve_fast(m, device) for m in args.fast))
     except ValueError as e:
         p.error(str(e))
+    # As the trainers do on CUDA (fixed shapes): cuDNN benchmarks its convolution algorithms once.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     if args.child is not None:
         if len(fast_modes) != 1:
             p.error("a benchmark child times one mode")
@@ -348,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.trace < 0:
         p.error("--trace must be >= 0")
     config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes), "trace": args.trace,
+              "cudnn_benchmark": torch.backends.cudnn.benchmark,
               "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
     name = args.name or f"bench-{device.type}-{args.profile}"
     if "/" in name or name.startswith("."):

@@ -382,6 +382,27 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     c = config
     bar = tqdm(total=c.total_iters, initial=start_iter, disable=not progress, desc=name, leave=False)
     it = start_iter
+    old_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
+    try:
+        it, stopped = _train_loop(run, c, record, images, labels, it, bar, save, stop_after_iters, time_budget_s, t0)
+    finally:
+        torch.backends.cudnn.benchmark = old_benchmark
+        bar.close()
+    run.remove_hooks()
+    if stopped:
+        save(it, "stopped")
+        return run.student, record
+    finish_record(record)
+    record["drop_best"] = record["teacher_acc"] - record["best_acc"]
+    record["drop_final"] = record["teacher_acc"] - record["final_acc"]
+    save(it, "complete")
+    return run.student, record
+
+
+def _train_loop(run: "_Run", c: ZSQConfig, record: dict, images, labels, it: int, bar, save, stop_after_iters,
+                time_budget_s, t0: float) -> tuple[int, bool]:
+    """The iterations of ``train_zsq`` from ``it`` on; returns ``(iterations done, stopped early)``."""
     stopped = False
     while it < c.total_iters:
         epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
@@ -416,16 +437,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                 (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
             stopped = it < c.total_iters
             break
-    bar.close()
-    run.remove_hooks()
-    if stopped:
-        save(it, "stopped")
-        return run.student, record
-    finish_record(record)
-    record["drop_best"] = record["teacher_acc"] - record["best_acc"]
-    record["drop_final"] = record["teacher_acc"] - record["final_acc"]
-    save(it, "complete")
-    return run.student, record
+    return it, stopped
 
 
 def _method_label(c: ZSQConfig) -> str:
