@@ -202,8 +202,9 @@ def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[st
 def profile_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device, top: int = 12) -> dict:
     """Where the time of ``steps`` calls of ``step`` goes, by operator or kernel (``torch.profiler``).
 
-    On CUDA the ranking is by self *device* time (the kernels), and ``device_ms_per_step`` against
-    the step's wall time says how busy the GPU is; on a CPU both are CPU times.
+    On CUDA the entries are the GPU kernels ranked by their time (the sum, ``device_ms_per_step``,
+    against the step's wall time says how busy the GPU is); on a CPU they are the operators ranked
+    by their self CPU time.
 
     Returns:
         ``{"steps", "wall_ms_per_step", "device_ms_per_step", "timer", "top": [{"name",
@@ -227,6 +228,10 @@ def profile_step(step: Callable[[], torch.Tensor], steps: int, device: torch.dev
         _sync(device)
     wall = time.perf_counter() - t0
     events = prof.key_averages()
+    if cuda:  # the kernels themselves: an operator's own "self device time" would count them twice
+        from torch.autograd import DeviceType
+
+        events = [e for e in events if e.device_type != DeviceType.CPU]
 
     def self_us(e) -> float:  # the attribute was renamed from *_cuda_* to *_device_* in torch 2.4
         if not cuda:
