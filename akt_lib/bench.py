@@ -37,7 +37,7 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "loss_agreement", "profile_step", "trace_markdown", "markdown_table", "row_minutes_markdown",
+           "loss_agreement", "profile_step", "trace_markdown", "markdown_table", "row_minutes", "row_minutes_markdown",
            "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
@@ -218,6 +218,8 @@ def profile_step(step: Callable[[], torch.Tensor], steps: int, device: torch.dev
     """
     from torch.profiler import ProfilerActivity, profile
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1 (the steps to profile), got {steps!r}")
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     _sync(device)
@@ -336,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     prof = PROFILES[args.profile]
     args.steps = prof["steps"] if args.steps is None else args.steps
     args.warmup = prof["warmup"] if args.warmup is None else args.warmup
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.trace < 0:
+        p.error("--steps must be >= 1, --warmup and --trace >= 0")
     device = get_device(args.device)
     try:
         fast_modes = list(dict.fromkeys(resolve_fast(m, device) for m in args.fast))
@@ -352,8 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args, device)
 
     modes = ("off", *(m for m in fast_modes if m != "off"))
-    if args.trace < 0:
-        p.error("--trace must be >= 0")
     config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes), "trace": args.trace,
               "cudnn_benchmark": torch.backends.cudnn.benchmark,
               "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
@@ -402,13 +402,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fast_entries(row: dict) -> list[dict]:
-    """A case row's fast measurements, one dict per mode (records with one flat mode included)."""
-    if "fast" in row:
-        return row["fast"]
-    if "fast_ms" in row:
-        return [{"mode": row["fast_mode"], "ms": row["fast_ms"], "compile_s": row["compile_s"],
-                 "speedup": row["speedup"]}]
-    return []
+    """A case row's fast measurements, one dict per mode (none for an eager-only record)."""
+    return row.get("fast", [])
 
 
 def markdown_table(record: dict) -> str:
@@ -450,23 +445,28 @@ def markdown_table(record: dict) -> str:
 ROW_OF_CASE = {"gdfq": "gdfq", "adadfq": "adadfq-bs200-rfd0", "akt": "adadfq+akt", "gdfq+ait": "gdfq+ait"}
 
 
-def row_minutes_markdown(record: dict) -> str:
+def row_minutes(record: dict) -> list[dict]:
     """GPU-minutes of one paper-schedule row (one seed) per zero-shot case: iterations × ms/it.
 
     Compilation (``compile_s``, paid about twice per run: warm-up and frozen variants) and the
     per-epoch evaluations come on top.
 
+    Returns:
+        One dict per zero-shot case of the record: ``case``, ``row`` (the experiment it stands
+        for), ``iterations``, ``eager_min``, and ``fast_min`` / ``fast_mode`` where measured.
+
+    Raises:
+        ValueError: a case timed at another batch size than its row's (a smoke record).
+
     Examples:
         >>> rec = {"cases": [{"case": "akt", "batch_size": 200, "eager_ms": 45.0, "fast_mode": "compile",
         ...                   "fast_ms": 30.0}, {"case": "teacher", "batch_size": 512, "eager_ms": 9.0}]}
-        >>> print(row_minutes_markdown(rec))
-        | step | paper row | iterations | eager GPU-min | fast GPU-min |
-        | --- | --- | --- | --- | --- |
-        | akt | adadfq+akt | 40,000 | 30.0 | 20.0 (compile) |
+        >>> row_minutes(rec)
+        [{'case': 'akt', 'row': 'adadfq+akt', 'iterations': 40000, 'eager_min': 30.0, 'fast_min': 20.0, 'fast_mode': 'compile'}]
     """
     from .experiments import EXPERIMENTS, experiment_config
 
-    lines = ["| step | paper row | iterations | eager GPU-min | fast GPU-min |", "| --- | --- | --- | --- | --- |"]
+    out = []
     for r in record["cases"]:
         name = ROW_OF_CASE.get(r["case"])
         if name is None:
@@ -476,8 +476,28 @@ def row_minutes_markdown(record: dict) -> str:
             raise ValueError(f"{r['case']} was timed at batch {r['batch_size']}, but the {name} row uses "
                              f"{config.batch_size}: its minutes would be wrong")
         iters = config.total_iters
-        fast = f"{iters * r['fast_ms'] / 60000:.1f} ({r['fast_mode']})" if "fast_ms" in r else "not measured"
-        lines.append(f"| {r['case']} | {name} | {iters:,} | {iters * r['eager_ms'] / 60000:.1f} | {fast} |")
+        entry = {"case": r["case"], "row": name, "iterations": iters, "eager_min": iters * r["eager_ms"] / 60000}
+        if "fast_ms" in r:
+            entry.update(fast_min=iters * r["fast_ms"] / 60000, fast_mode=r["fast_mode"])
+        out.append(entry)
+    return out
+
+
+def row_minutes_markdown(record: dict) -> str:
+    """``row_minutes`` as a Markdown table.
+
+    Examples:
+        >>> rec = {"cases": [{"case": "akt", "batch_size": 200, "eager_ms": 45.0, "fast_mode": "compile",
+        ...                   "fast_ms": 30.0}, {"case": "teacher", "batch_size": 512, "eager_ms": 9.0}]}
+        >>> print(row_minutes_markdown(rec))
+        | step | paper row | iterations | eager GPU-min | fast GPU-min |
+        | --- | --- | --- | --- | --- |
+        | akt | adadfq+akt | 40,000 | 30.0 | 20.0 (compile) |
+    """
+    lines = ["| step | paper row | iterations | eager GPU-min | fast GPU-min |", "| --- | --- | --- | --- | --- |"]
+    for m in row_minutes(record):
+        fast = f"{m['fast_min']:.1f} ({m['fast_mode']})" if "fast_min" in m else "not measured"
+        lines.append(f"| {m['case']} | {m['row']} | {m['iterations']:,} | {m['eager_min']:.1f} | {fast} |")
     return "\n".join(lines)
 
 

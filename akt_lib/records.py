@@ -30,7 +30,7 @@ import torch
 from .data import check_dataset
 from .utils import device_name, git_commit
 
-__all__ = ["new_record", "finish_record", "save_record", "load_record", "load_records",
+__all__ = ["new_record", "finish_record", "commit_of", "save_record", "load_record", "load_records",
            "save_checkpoint", "load_checkpoint", "results_dir"]
 
 RECORD_VERSION = 1
@@ -67,6 +67,19 @@ def new_record(kind: str, name: str, dataset: str, config: dict, seed: int, prof
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": "running",
     }
+
+
+def commit_of(record: dict) -> str | None:
+    """The commit whose files produced ``record`` (or model card).
+
+    ``tree_commit`` where the record carries one: it was added to records written on a machine that
+    was sent a copy of the tree with a stale ``.git``, whose ``commit`` field names the wrong commit.
+
+    Examples:
+        >>> commit_of({"commit": "87364f1+dirty", "tree_commit": "e03adb4"}), commit_of({"commit": "abc"})
+        ('e03adb4', 'abc')
+    """
+    return record.get("tree_commit") or record.get("commit")
 
 
 def finish_record(record: dict) -> dict:

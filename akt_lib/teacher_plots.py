@@ -17,6 +17,7 @@ chapter or the library. Plot helpers draw on an ``ax`` you pass (or a fresh figu
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, is_dataclass
 from typing import Mapping, Sequence
 
@@ -28,6 +29,7 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
     raise ImportError("akt_lib.teacher_plots needs matplotlib: pip install 'akt_lib[book]'") from e
 
 from .plots import _as_series, _axes
+from .records import commit_of
 
 __all__ = ["config_table_markdown", "model_card_markdown", "show_image_grid", "plot_lr_schedule",
            "plot_training_curve", "recipe_runs_markdown", "plot_recipe_runs", "plot_layer_strips", "plot_per_class_accuracy", "plot_class_probabilities"]
@@ -82,8 +84,7 @@ _CARD_COLUMNS = (
     ("batch / peak lr", lambda c: f"{c['recipe']['batch_size']} / {c['recipe']['lr']}"),
     ("train time", lambda c: f"{c['wall_time_s']:.0f} s"),
     ("device", lambda c: c["device"]),
-    # tree_commit: set where the machine that trained it ran a copy of the tree with a stale .git
-    ("commit", lambda c: f"`{str(c.get('tree_commit') or c['commit'])[:12]}`"),
+    ("commit", lambda c: f"`{str(commit_of(c))[:12]}`"),
     ("SHA-256", lambda c: f"`{c['sha256'][:12]}…`"),
 )
 
@@ -263,11 +264,6 @@ def plot_training_curve(record: Mapping, *, axes=None, title: str | None = None)
     return ax_loss, ax_acc
 
 
-def _median(values: Sequence[float]) -> float:
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-
-
 def recipe_runs_markdown(runs: Mapping[str, Mapping]) -> str:
     """Teacher run records side by side: recipe, final and best test accuracy, and time.
 
@@ -293,7 +289,7 @@ def recipe_runs_markdown(runs: Mapping[str, Mapping]) -> str:
     for label, r in runs.items():
         c = r["config"]
         cells = [label, r["arch"], c["epochs"], c["batch_size"], c["lr"], f"{r['final_acc']:.2f}",
-                 f"{r['best_acc']:.2f} ({r['best_epoch']})", f"{_median([h['train_s'] for h in r['history']]):.2f}",
+                 f"{r['best_acc']:.2f} ({r['best_epoch']})", f"{statistics.median(h['train_s'] for h in r['history']):.2f}",
                  f"{r['wall_time_s']:.0f}", r["device"]]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)

@@ -384,8 +384,41 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     it = start_iter
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
+    stopped = False
     try:
-        it, stopped = _train_loop(run, c, record, images, labels, it, bar, save, stop_after_iters, time_budget_s, t0)
+        while it < c.total_iters:
+            epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
+            warm = epoch < c.warmup_epochs
+            if i_in_epoch == 0:
+                if warm:
+                    unfreeze_act_ranges(run.student)
+                if c.inundation:
+                    run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
+                    # AIT caps the scale search during warm-up and one epoch beyond (§3a).
+                    run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
+            sums = run.step(train_student=not warm)
+            it += 1
+            bar.update(1)
+            if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
+                freeze_act_ranges(run.student)
+                acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
+                record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
+                                          "lr_s": run.opt_s.param_groups[0]["lr"],
+                                          **{k: float(v) for k, v in sums.items()}})
+                run.sched_g.step()
+                with warnings.catch_warnings():
+                    # During warm-up the student optimizer has not stepped yet; the reference steps
+                    # both schedules every epoch regardless, and so do we.
+                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                    run.sched_s.step()
+                bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+                save(it, "running")
+            elif it % c.checkpoint_every == 0:
+                save(it, "running")
+            if (stop_after_iters is not None and it >= stop_after_iters) or \
+                    (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
+                stopped = it < c.total_iters
+                break
     finally:
         torch.backends.cudnn.benchmark = old_benchmark
         bar.close()
@@ -398,46 +431,6 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     record["drop_final"] = record["teacher_acc"] - record["final_acc"]
     save(it, "complete")
     return run.student, record
-
-
-def _train_loop(run: "_Run", c: ZSQConfig, record: dict, images, labels, it: int, bar, save, stop_after_iters,
-                time_budget_s, t0: float) -> tuple[int, bool]:
-    """The iterations of ``train_zsq`` from ``it`` on; returns ``(iterations done, stopped early)``."""
-    stopped = False
-    while it < c.total_iters:
-        epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
-        warm = epoch < c.warmup_epochs
-        if i_in_epoch == 0:
-            if warm:
-                unfreeze_act_ranges(run.student)
-            if c.inundation:
-                run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
-                # AIT caps the scale search during warm-up and one epoch beyond (§3a).
-                run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
-        sums = run.step(train_student=not warm)
-        it += 1
-        bar.update(1)
-        if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
-            freeze_act_ranges(run.student)
-            acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
-            record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                      "lr_s": run.opt_s.param_groups[0]["lr"],
-                                      **{k: float(v) for k, v in sums.items()}})
-            run.sched_g.step()
-            with warnings.catch_warnings():
-                # During warm-up the student optimizer has not stepped yet; the reference steps
-                # both schedules every epoch regardless, and so do we.
-                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-                run.sched_s.step()
-            bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-            save(it, "running")
-        elif it % c.checkpoint_every == 0:
-            save(it, "running")
-        if (stop_after_iters is not None and it >= stop_after_iters) or \
-                (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
-            stopped = it < c.total_iters
-            break
-    return it, stopped
 
 
 def _method_label(c: ZSQConfig) -> str:

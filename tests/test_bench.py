@@ -142,3 +142,5 @@ def test_a_failing_fast_mode_is_recorded_and_the_trace_is_kept(tmp_path, monkeyp
         bench.trace_markdown(record, "gdfq")
     with pytest.raises(SystemExit):
         bench.main(["--trace", "-1", "--device", "cpu", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        bench.profile_step(lambda: torch.tensor(1.0), 0, torch.device("cpu"))
