@@ -3,6 +3,11 @@
 Every chapter and trainer measures accuracy through ``evaluate``; it normalises with the
 dataset's constants, runs in ``eval()`` mode under ``torch.no_grad()``, and restores the model's
 previous mode afterwards.
+
+Evaluation never changes a model. In particular a quantized model whose activation ranges are
+still calibrating (``unfreeze_act_ranges``) is evaluated with its ranges held as they are and
+left calibrating afterwards: otherwise every test batch would move the ranges, and the test set
+would quietly become calibration data.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import torch
 from torch import nn
 
 from .data import check_dataset, iterate_batches, normalize
+from .quant import act_quantizers
 
 __all__ = ["evaluate", "predict"]
 
@@ -31,13 +37,22 @@ def predict(model: nn.Module, images: torch.Tensor, dataset: str, batch_size: in
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    calibrating = [act for act in act_quantizers(model) if not act.frozen]
+    if calibrating and bool((torch.stack([act.num_updates for act in calibrating]) == 0).any()):
+        raise ValueError("the model's activation quantizers were never calibrated, and evaluating would "
+                         "calibrate them on the evaluation images: run calibration batches through it "
+                         "(after unfreeze_act_ranges) or load a calibrated state dict first")
     was_training = model.training
     model.eval()
+    for act in calibrating:  # hold the ranges still: the evaluation images must not calibrate them
+        act.frozen, act._has_range = True, True
     try:
         preds = [model(normalize(xb.to(device, non_blocking=True), dataset)).argmax(1).cpu()
                  for xb, _ in iterate_batches(images, None, batch_size)]
     finally:
         model.train(was_training)
+        for act in calibrating:
+            act.frozen = False
     return torch.cat(preds)
 
 

@@ -30,7 +30,7 @@ from .records import load_records, results_dir
 from .zsq import ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
-           "run_zeroq", "results_table", "format_table", "main"]
+           "run_zeroq", "run_records", "progress_table", "results_table", "format_table", "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -235,17 +235,47 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
+                status: str | None = "complete") -> dict[tuple[str, str], list[dict]]:
+    """The zero-shot run records of one profile and dataset, by ``(experiment, bits)``, sorted by seed.
+
+    Args:
+        profile, dataset: which runs.
+        folder: where to look (default ``results_dir()``, searched recursively).
+        status: ``"complete"`` (default), another status (``"running"``, ``"stopped"``), or
+            ``None`` for every record whatever its status.
+    """
+    by_row: dict[tuple[str, str], list[dict]] = {}
+    for r in load_records(folder, kind="zsq", status=status):
+        if r.get("profile") == profile and r.get("dataset") == dataset:
+            key = (r.get("experiment") or r["name"].rsplit("-", 1)[0], r.get("bits") or r["name"].rsplit("-", 1)[1])
+            by_row.setdefault(key, []).append(r)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in by_row.items()}
+
+
+def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
+                   folder: str | Path | None = None) -> list[dict]:
+    """One row per training run that has started but not finished (a checkpoint to resume from):
+    experiment, bits, seed, status, epochs done, best accuracy so far, wall time so far."""
+    rows = []
+    for (name, bits), recs in sorted(run_records(profile, dataset, folder, status=None).items()):
+        for r in recs:
+            if r.get("status") == "complete":
+                continue
+            hist, epochs = r.get("history") or [], r.get("config", {}).get("epochs")
+            rows.append({"experiment": name, "bits": bits.upper(), "seed": r["seed"], "status": r.get("status"),
+                         "epochs done": f"{len(hist)} / {epochs}",
+                         "best so far": f"{max(h['acc'] for h in hist):.2f}" if hist else "—",
+                         "wall time": f"{r.get('wall_time_s', 0.0) / 60:.0f} min"})
+    return rows
+
+
 def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
                   names: list[str] | None = None) -> list[dict]:
     """Ours vs the paper's, one row per (experiment, bits): mean ± std over seeds of best and
     final accuracy, drop from our FP teacher, delta to the baseline, and the paper's numbers.
     Rows with no record say ``"not run"``; never a paper number in our columns."""
-    records = [r for r in load_records(folder, kind="zsq") if r.get("profile") == profile
-               and r.get("dataset") == dataset]
-    by_row: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        by_row.setdefault((r.get("experiment") or r["name"].rsplit("-", 1)[0],
-                           r.get("bits") or r["name"].rsplit("-", 1)[1]), []).append(r)
+    by_row = run_records(profile, dataset, folder)
     rows = []
     for name in names or list(EXPERIMENTS):
         for bits in EXPERIMENTS[name].bits:

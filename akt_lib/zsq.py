@@ -14,7 +14,7 @@ Schedule (§1.5): ``warmup_epochs`` epochs train only G while the student's acti
 calibrate (every student forward updates them); ranges are frozen after every epoch and stay
 frozen from the end of warm-up on. The student stays in ``eval()`` mode (its BatchNorm uses the
 teacher's running statistics; BN affine parameters are still trained). Multi-step LR for G and Q.
-Test accuracy after every epoch; the record keeps best *and* final.
+Test accuracy after every epoch, with the epoch's mean losses; the record keeps best *and* final.
 
 Runs checkpoint atomically every ``checkpoint_every`` iterations and at every epoch end, and
 ``train_zsq(..., resume=True)`` continues from the last checkpoint bit-for-bit on the CPU.
@@ -54,6 +54,8 @@ STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
 #: layer-sum); "released-zero": the released trainer as it really runs — RFD computed on emptied
 #: feature lists, i.e. exactly 0 (methods.md §2a'), kept as a named control.
 RFD_MODES = ("off", "paper", "released", "released-zero")
+#: The losses every iteration reports; the record's history keeps their mean over each epoch.
+LOSS_KEYS = ("loss_g", "loss_s", "bns", "rfd")
 
 
 @dataclass(frozen=True)
@@ -235,10 +237,23 @@ class _Run:
         if c.generator_loss == "gdfq":
             loss_g = L.gdfq_generator_loss(t_logits, y, bns, bns_weight=c.gdfq_bns_weight)
         else:  # AdaDFQ: the student also judges the generated images (and calibrates on them)
-            s_logits_g = self.student(x)
+            s_logits_g = self.student_judges(x)
             loss_g = L.adadfq_generator_loss(t_logits, s_logits_g, y, bns)
         t_feats = tuple(self.t_feats.features) if self.t_feats is not None else ()
         return x, t_logits, t_feats, loss_g, bns
+
+    def student_judges(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's logits on ``x`` for the generator loss, differentiable in ``x`` only.
+
+        The generator step must not train the student, and in the reference its weight gradient
+        is computed and then thrown away (the student step zeroes it first). Running the student
+        on detached copies of its parameters gives the same logits and the same gradient for the
+        images while skipping the weight-gradient convolutions (eager and compiled alike: a
+        compiled backward computes a gradient for every input that requires one). Buffers and
+        hooks are the student's own, so the activation ranges still calibrate here.
+        """
+        params = {name: p.detach() for name, p in self.student.named_parameters()}
+        return torch.func.functional_call(self.student, params, (x,))
 
     def _student_forward(self, x: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
                          t_feats: tuple[torch.Tensor, ...]):
@@ -354,7 +369,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         images, labels = images[idx], labels[idx]
     record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
 
-    start_iter, record = 0, None
+    start_iter, record, loss_sums, loss_count = 0, None, None, 0
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, map_location=device)
         if state["config"] != config.to_dict():
@@ -362,11 +377,14 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                              "delete it or pass resume=False")
         run.load_state_dict(state["run"])
         start_iter, record = state["iteration"], state["record"]
+        loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
+        loss_sums = loss_sums.to(device) if loss_sums is not None else None
     if record is None:
         record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
         record["teacher"] = teacher_name
         record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
         record["method"] = _method_label(config)
+        record["loss_stat"] = "mean over the epoch's iterations"
     record_fast_mode(record, run.fast)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
@@ -375,7 +393,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record["status"] = status
         if ckpt_path is not None:
             save_checkpoint({"config": config.to_dict(), "run": run.state_dict(), "iteration": iteration,
-                             "record": record}, ckpt_path)
+                             "record": record, "loss_sums": loss_sums, "loss_count": loss_count}, ckpt_path)
         if record_path is not None:
             save_record(record, record_path)
 
@@ -396,15 +414,24 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
                     # AIT caps the scale search during warm-up and one epoch beyond (§3a).
                     run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
-            sums = run.step(train_student=not warm)
+            stats = run.step(train_student=not warm)
+            # The epoch's losses are summed on the device (no host sync per iteration) and
+            # averaged into the history at the epoch's end.
+            step_losses = torch.stack([stats[k] for k in LOSS_KEYS])
+            if i_in_epoch == 0 or loss_sums is None:
+                loss_sums, loss_count = step_losses, 0
+            else:
+                loss_sums = loss_sums + step_losses
+            loss_count += 1
             it += 1
             bar.update(1)
             if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
                 freeze_act_ranges(run.student)
                 acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
+                means = (loss_sums / loss_count).tolist()
                 record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                          "lr_s": run.opt_s.param_groups[0]["lr"],
-                                          **{k: float(v) for k, v in sums.items()}})
+                                          "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(LOSS_KEYS, means))})
+                loss_sums, loss_count = None, 0
                 run.sched_g.step()
                 with warnings.catch_warnings():
                     # During warm-up the student optimizer has not stepped yet; the reference steps

@@ -8,6 +8,7 @@ figure), returns it, and only draws: the numbers come from the chapter or the li
 * ``plot_curves``            – curves against a step / iteration / scale axis, with optional marks (chapters 3, 5)
 * ``plot_step_layer_heatmap`` – a (steps, layers) matrix, e.g. the fraction of codes changed (chapter 5)
 * ``plot_accuracy_histories`` – test accuracy per epoch of run records, warm-up shaded (chapter 5)
+* ``plot_seed_curves``       – the mean over seeds of a history field per epoch, min–max band (results page)
 * ``html_table``             – rows of ``results_table`` as an HTML table, for ``IPython.display.HTML``
 
 (The book renders notebook Markdown output as CommonMark, which has no tables; hence HTML.)
@@ -32,7 +33,7 @@ from .data import denormalize
 from .plots import _as_series, _axes  # one definition of both helpers
 
 __all__ = ["show_images", "plot_bars", "plot_curves", "plot_step_layer_heatmap", "plot_accuracy_histories",
-           "html_table"]
+           "plot_seed_curves", "html_table"]
 
 
 def show_images(images: torch.Tensor, dataset: str, *, captions: Sequence[str] | None = None, ncols: int = 8,
@@ -278,6 +279,59 @@ def plot_accuracy_histories(records: Mapping[str, dict], *, ax=None, title: str 
     if teacher_acc is not None:
         ax.axhline(teacher_acc, color="gray", linestyle="--", label=f"teacher ({teacher_acc:.1f} %)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, ax=None, title: str | None = None,
+                     ylabel: str = "top-1 accuracy (%)", teacher_acc: float | None = None):
+    """One curve per label: the mean over its seeds' records of ``history[key]`` per epoch, with
+    the seeds' minimum–maximum as a band.
+
+    Only the epochs every seed has reached are drawn, so a curve never mixes different numbers
+    of seeds. The label says how many seeds it averages.
+
+    Args:
+        groups: ``{label: [record, ...]}``, e.g. ``experiments.run_records`` values.
+        key: a history field (``"acc"``, ``"loss_s"``, ``"rfd"``...).
+        ax: axes to draw on (default: a new figure).
+        title, ylabel: axis texts.
+        teacher_acc: draw the full-precision teacher's accuracy as a dashed line.
+
+    Returns:
+        The axes.
+
+    Examples:
+        >>> run = lambda accs: {"history": [{"epoch": e, "acc": a} for e, a in enumerate(accs)]}
+        >>> ax = plot_seed_curves({"gdfq": [run([10, 50, 60]), run([20, 40])]})
+        >>> ax.lines[0].get_ydata().tolist(), ax.lines[0].get_label()
+        ([15.0, 45.0], 'gdfq (2 seeds)')
+        >>> plt.close("all")
+    """
+    if not isinstance(groups, Mapping) or not groups:
+        raise ValueError("groups must be a non-empty {label: [record, ...]} mapping")
+    ax = _axes(ax)
+    for i, (label, recs) in enumerate(groups.items()):
+        if not recs or any(not isinstance(r, Mapping) or not r.get("history") for r in recs):
+            raise ValueError(f"every record of {label!r} needs a history (records of train_zsq/run_experiment)")
+        if any(key not in h for r in recs for h in r["history"]):
+            raise ValueError(f"a history entry of {label!r} has no {key!r}")
+        n = min(len(r["history"]) for r in recs)
+        values = torch.tensor([[float(h[key]) for h in r["history"][:n]] for r in recs])  # (seeds, epochs)
+        epochs = [h["epoch"] for h in recs[0]["history"][:n]]
+        seeds = f"{len(recs)} seed" + ("s" if len(recs) > 1 else "")
+        ax.plot(epochs, values.mean(0).tolist(), color=f"C{i}", label=f"{label} ({seeds})")
+        if len(recs) > 1:
+            ax.fill_between(epochs, values.amin(0).tolist(), values.amax(0).tolist(), color=f"C{i}", alpha=0.2,
+                            linewidth=0)
+    if teacher_acc is not None:
+        ax.axhline(teacher_acc, color="gray", linestyle="--", label=f"teacher ({teacher_acc:.1f} %)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if title:

@@ -42,6 +42,9 @@ def test_bench_command_writes_a_record_with_concurrency(tmp_path, capsys):
     assert record["kind"] == "bench" and record["device"] and record["commit"]
     assert [c["case"] for c in record["cases"]] == ["teacher", "sqakd"]
     assert all(c["eager_ms"] > 0 and "fast_ms" not in c for c in record["cases"])  # auto on a CPU: eager only
+    # Eager ran twice; on a CPU the two runs are the same computation, so the curves are identical.
+    assert all(c["eager_repeat"]["max_rel_diff"] == 0.0 and c["eager_repeat"]["steps"] == 1 for c in record["cases"])
+    assert "| teacher | eager (again) | 1 |" in bench.agreement_markdown(record)
     rows = record["concurrency"]["rows"]
     assert [r["processes"] for r in rows] == [1, 2] and rows[0]["speedup"] == pytest.approx(1.0)
     assert all(len(r["ms_per_it_each"]) == r["processes"] for r in rows)
@@ -98,6 +101,11 @@ def test_bench_times_several_fast_modes_in_one_run_with_their_loss_curves(tmp_pa
     assert len(row["eager_losses"]) == len(fast["losses"]) == 3 and fast["steps"] == 3
     assert fast["max_rel_diff"] < 1e-5
     assert "compile ms/it" in bench.markdown_table(record)
+    assert "eager_repeat" in row and record["config"]["eager_repeat"] is True
+    bench.main(["--cases", "teacher", "--eager-once", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                "--concurrency", "--device", "cpu", "--out", str(tmp_path), "--name", "once"])
+    once = json.loads((tmp_path / "once.json").read_text())
+    assert "eager_repeat" not in once["cases"][0] and once["config"]["eager_repeat"] is False
 
 
 def test_loss_agreement_and_record_name_refuse_bad_input(tmp_path):

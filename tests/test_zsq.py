@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -85,6 +87,9 @@ def test_resume_equals_uninterrupted(teacher, tmp_path):
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert [h["acc"] for h in rec_full["history"]] == [h["acc"] for h in rec_res["history"]]
+    # The epoch-mean losses survive the mid-epoch stop too (their running sum is checkpointed).
+    for key in ("loss_g", "loss_s", "bns", "rfd"):
+        assert [h[key] for h in rec_full["history"]] == [h[key] for h in rec_res["history"]], key
     saved = json.loads((tmp_path / "b" / "b-cifar10-jpeg-seed0-smoke.json").read_text())
     assert saved["status"] == "complete" and saved["config"] == json.loads(json.dumps(config.to_dict()))
 
@@ -142,6 +147,25 @@ def test_results_table_says_not_run_without_records(tmp_path):
     assert len(rows) == sum(len(e.bits) for e in EXPERIMENTS.values())
 
 
+def test_run_records_group_by_row_and_progress_lists_unfinished_runs(teacher, tmp_path):
+    from akt_lib.experiments import progress_table, run_records
+
+    config = _tiny(epochs=3)
+    for seed in (1, 0):  # written out of order: the groups are sorted by seed
+        train_zsq(replace(config, seed=seed), name="gdfq-w4a4", teacher=teacher, out_dir=tmp_path,
+                  progress=False, device="cpu")
+    train_zsq(replace(config, seed=2), name="gdfq-w4a4", teacher=teacher, out_dir=tmp_path, progress=False,
+              device="cpu", stop_after_iters=3)  # one epoch and a half: "stopped"
+    done = run_records("smoke", folder=tmp_path)
+    assert list(done) == [("gdfq", "w4a4")] and [r["seed"] for r in done[("gdfq", "w4a4")]] == [0, 1]
+    assert [r["seed"] for r in run_records("smoke", folder=tmp_path, status=None)[("gdfq", "w4a4")]] == [0, 1, 2]
+    assert run_records("paper", folder=tmp_path) == {}
+    (row,) = progress_table("smoke", folder=tmp_path)
+    assert (row["experiment"], row["bits"], row["seed"], row["status"], row["epochs done"]) == \
+        ("gdfq", "W4A4", 2, "stopped", "1 / 3")
+    assert results_table("smoke", folder=tmp_path, names=["gdfq"])[1]["seeds"] == 2  # complete runs only
+
+
 def test_cli_lists_and_rejects_unknown(capsys):
     assert main(["list"]) == 0
     assert "adadfq+akt" in capsys.readouterr().out
@@ -172,3 +196,55 @@ def test_cli_run_writes_records_and_the_table_reads_them(tmp_path, capsys):
     w4 = next(r for r in rows if r["bits"] == "W4A4")
     assert w4["seeds"] == 2 and "±" in w4["best"] and w4["paper"] == "90.25"
     assert next(r for r in rows if r["bits"] == "W3A3")["best"] == "not run"
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
+def test_history_keeps_each_epochs_mean_losses_across_a_resume(teacher, tmp_path, monkeypatch):
+    # Oracle: a step that reports known numbers (the k-th call reports k, 10k, 100k, 1000k), so
+    # each epoch's mean is known by hand; the run stops mid-epoch and resumes in between.
+    import akt_lib.zsq as zsq
+
+    calls = {"n": 0}
+
+    def fake_step(self, train_student):
+        calls["n"] += 1
+        with torch.no_grad():  # calibrates the activation ranges, as a real step's forward does
+            self.student(torch.randn(2, 3, 32, 32))
+        k = float(calls["n"])
+        return {name: torch.tensor(k * 10 ** i) for i, name in enumerate(zsq.LOSS_KEYS)}
+
+    monkeypatch.setattr(zsq._Run, "step", fake_step)
+    config = _tiny(epochs=2, iters_per_epoch=4, warmup_epochs=1, lr_milestones=(1,))
+    train_zsq(config, name="m", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu",
+              stop_after_iters=6)  # epoch 0 done (calls 1-4), epoch 1 half done (calls 5-6)
+    _, rec = train_zsq(config, name="m", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    assert calls["n"] == 8
+    assert [h["loss_g"] for h in rec["history"]] == [2.5, 6.5]  # mean(1..4), mean(5..8)
+    assert [h["rfd"] for h in rec["history"]] == [2500.0, 6500.0]
+    assert rec["loss_stat"] == "mean over the epoch's iterations"
+
+
+def test_generator_step_does_not_compute_student_weight_gradients(teacher):
+    # AdaDFQ's generator loss runs the student on the images; only the images' gradient is
+    # wanted. Oracle: the same generator step with the plain (trainable) student gives the
+    # generator bit-identical gradients, and leaves student gradients behind that ours does not.
+    from akt_lib.generator import sample_latent
+    from akt_lib.zsq import _Run
+
+    config = _tiny(generator_loss="adadfq", student_loss="adadfq")
+    grads = {}
+    for variant in ("detached", "plain"):
+        run = _Run(config, copy.deepcopy(teacher), torch.device("cpu"))
+        if variant == "plain":
+            run.student_judges = run.student
+        z, y = sample_latent(config.batch_size, 10, config.latent_dim, generator=torch.Generator().manual_seed(3))
+        *_, loss_g, _ = run._generator_forward(z, y)
+        loss_g.backward()
+        grads[variant] = ([p.grad for p in run.generator.parameters()],
+                          [p.grad for p in run.student.parameters() if p.grad is not None],
+                          [int(a.num_updates) for a in run.student.modules() if type(a).__name__ == "QuantAct"])
+    gen_d, stud_d, upd_d = grads["detached"]
+    gen_p, stud_p, upd_p = grads["plain"]
+    assert all(torch.equal(a, b) for a, b in zip(gen_d, gen_p))
+    assert stud_d == [] and len(stud_p) > 0
+    assert upd_d == upd_p == [1] * len(upd_d)  # the ranges still calibrate on the generated images

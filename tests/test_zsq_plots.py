@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from akt_lib.data import DATASETS  # noqa: E402
-from akt_lib.zsq_plots import (plot_accuracy_histories, plot_bars, plot_curves, plot_step_layer_heatmap,  # noqa: E402
-                               show_images)
+from akt_lib.zsq_plots import (plot_accuracy_histories, plot_bars, plot_curves, plot_seed_curves,  # noqa: E402
+                               plot_step_layer_heatmap, show_images)
 
 
 @pytest.fixture(autouse=True)
@@ -148,6 +148,36 @@ def test_accuracy_histories_lines_and_warmup_shading():
 def test_accuracy_histories_rejects_bad_input(records, match):
     with pytest.raises(ValueError, match=match):
         plot_accuracy_histories(records)
+
+
+def _run(accs, key="acc"):
+    return {"history": [{"epoch": e, key: a} for e, a in enumerate(accs)]}
+
+
+def test_seed_curves_mean_band_and_common_epochs():
+    # Hand-computed: mean and min/max over the seeds, epochs cut to the shortest run.
+    ax = plot_seed_curves({"gdfq": [_run([10, 30, 60]), _run([20, 50, 70]), _run([30, 40])],
+                           "ait": [_run([5, 6, 7])]}, teacher_acc=88.0)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [20.0, 40.0])
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [0, 1])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [5.0, 6.0, 7.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == 10.0 and band.max() == 50.0
+    assert len(ax.collections) == 1  # no band for a single seed
+    assert ax.get_legend_handles_labels()[1] == ["gdfq (3 seeds)", "ait (1 seed)", "teacher (88.0 %)"]
+    ax2 = plot_seed_curves({"akt": [_run([1.0, 2.0], key="rfd")]}, key="rfd", ylabel="RFD")
+    np.testing.assert_allclose(ax2.lines[0].get_ydata(), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("groups,key,match", [
+    ({}, "acc", "non-empty"),
+    ({"x": []}, "acc", "needs a history"),
+    ({"x": [{"history": []}]}, "acc", "needs a history"),
+    ({"x": [_run([1.0])]}, "rfd", "no 'rfd'"),
+])
+def test_seed_curves_reject_bad_input(groups, key, match):
+    with pytest.raises(ValueError, match=match):
+        plot_seed_curves(groups, key)
 
 
 def test_html_table_orders_escapes_and_validates():
