@@ -241,11 +241,14 @@ def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: s
 
     Args:
         profile, dataset: which runs.
-        folder: where to look (default ``results_dir()``, searched recursively).
+        folder: where to look, searched recursively (default ``results_dir() / "zsq"``, where
+            ``run`` writes; other folders of ``results/``, e.g. the fast-path check's runs, hold
+            zero-shot records too and are not table rows).
         status: ``"complete"`` (default), another status (``"running"``, ``"stopped"``), or
             ``None`` for every record whatever its status.
     """
     by_row: dict[tuple[str, str], list[dict]] = {}
+    folder = Path(folder) if folder is not None else results_dir() / "zsq"
     for r in load_records(folder, kind="zsq", status=status):
         if r.get("profile") == profile and r.get("dataset") == dataset:
             key = (r.get("experiment") or r["name"].rsplit("-", 1)[0], r.get("bits") or r["name"].rsplit("-", 1)[1])

@@ -1,0 +1,159 @@
+"""Does the fast path train the same model? A short run, eager twice and fast, compared by accuracy.
+
+The benchmark (``akt_lib.bench``) compares loss curves over a few dozen steps; this compares what a
+reader cares about: the test accuracy a whole (short) training run ends with. One zero-shot row
+and seed runs three times from the same seed, side by side as separate processes
+(``akt_lib.runner``):
+
+* ``off``: the eager reference;
+* ``off-again``: eager once more. On a GPU two eager runs already differ (cuDNN's algorithm
+  choice, atomic additions in some backward kernels), and a quantized network turns last-bit
+  differences into different integer levels, so two eager runs end at different accuracies. That
+  difference is the yardstick;
+* the fast mode (``compile`` by default).
+
+Each run writes its ordinary record into ``<out>/<label>/``; the check's own record (kind
+``"fastcheck"``) holds every run's best and final accuracy and the differences to eager::
+
+    python -m akt_lib fastcheck adadfq+akt --bits w4a4 --profile short --fast compile
+
+The criterion of the speed work (issue 6) is a short run's accuracy within 0.3 points of eager's.
+A single seed cannot separate a real difference of that size from run-to-run noise; the record
+therefore states both differences side by side instead of a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .experiments import EXPERIMENTS, PROFILES, run_records
+from .fast import FAST_MODES, resolve_fast
+from .records import finish_record, new_record, results_dir, save_record
+from .runner import Job, run_jobs
+from .utils import get_device
+
+__all__ = ["check_jobs", "compare", "markdown", "main"]
+
+
+def check_jobs(name: str, bits: str, profile: str, seed: int, fast: str, out: Path, device: str | None = None,
+               dataset: str = "cifar10-jpeg") -> list[Job]:
+    """The three runs of the check: ``off``, ``off-again`` and ``fast``, each into ``out/<label>``.
+
+    Examples:
+        >>> [j.name for j in check_jobs("gdfq", "w4a4", "smoke", 0, "compile", Path("/tmp/x"))]
+        ['off', 'off-again', 'compile']
+    """
+    if fast == "off":
+        raise ValueError("the fast mode to check must not be 'off' (eager runs twice anyway)")
+    jobs = []
+    for label, mode in (("off", "off"), ("off-again", "off"), (fast, fast)):
+        argv = ["zsq", "run", name, "--bits", bits, "--profile", profile, "--seeds", str(seed), "--dataset", dataset,
+                "--fast", mode, "--out", str(out / label), "--no-progress"]
+        if device is not None:
+            argv += ["--device", device]
+        jobs.append(Job(label, tuple(argv)))
+    return jobs
+
+
+def compare(runs: dict[str, dict]) -> dict:
+    """Best/final accuracy of every run and each run's difference to the eager reference ``off``.
+
+    Args:
+        runs: ``{label: record}`` with ``"off"`` among the labels.
+
+    Returns:
+        ``{"runs": {label: {"best", "final", "wall_s", "fast"}}, "diff": {label: {"best", "final"}}}``
+        (differences in points, ``run - off``, for every label but ``off``).
+
+    Examples:
+        >>> r = lambda b, f: {"best_acc": b, "final_acc": f, "wall_time_s": 1.0, "fast": "off"}
+        >>> compare({"off": r(80.0, 79.0), "compile": r(80.5, 78.9)})["diff"]["compile"]
+        {'best': 0.5, 'final': -0.1}
+    """
+    if "off" not in runs:
+        raise ValueError("the eager reference run 'off' is missing")
+    out = {"runs": {}, "diff": {}}
+    for label, rec in runs.items():
+        if rec.get("best_acc") is None or rec.get("final_acc") is None:
+            raise ValueError(f"run {label!r} has no accuracy (status {rec.get('status')!r}): it did not finish")
+        out["runs"][label] = {"best": rec["best_acc"], "final": rec["final_acc"], "wall_s": rec.get("wall_time_s"),
+                              "fast": rec.get("fast")}
+    ref = out["runs"]["off"]
+    for label, r in out["runs"].items():
+        if label != "off":
+            out["diff"][label] = {k: round(r[k] - ref[k], 6) for k in ("best", "final")}
+    return out
+
+
+def markdown(record: dict) -> str:
+    """The check as a Markdown table: one line per run, accuracy and difference to eager.
+
+    Examples:
+        >>> rec = {"runs": {"off": {"best": 80.0, "final": 79.0, "wall_s": 60.0, "fast": "off"},
+        ...                 "compile": {"best": 80.5, "final": 78.9, "wall_s": 30.0, "fast": "compile"}},
+        ...        "diff": {"compile": {"best": 0.5, "final": -0.1}}}
+        >>> print(markdown(rec).splitlines()[-1])
+        | compile | compile | 80.50 | 78.90 | +0.50 | -0.10 | 0.5 |
+    """
+    lines = ["| run | step mode | best % | final % | best − eager | final − eager | wall min |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, r in record["runs"].items():
+        d = record["diff"].get(label)
+        diffs = (f"{d['best']:+.2f} | {d['final']:+.2f}" if d else "— | —")
+        wall = f"{r['wall_s'] / 60:.1f}" if r.get("wall_s") is not None else "—"
+        lines.append(f"| {label} | {r['fast']} | {r['best']:.2f} | {r['final']:.2f} | {diffs} | {wall} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m akt_lib fastcheck NAME --bits B [--profile short] [--seed S] [--fast compile] ...``."""
+    p = argparse.ArgumentParser(prog="python -m akt_lib fastcheck", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", help=f"a zero-shot training row: {', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
+    p.add_argument("--bits", required=True)
+    p.add_argument("--profile", default="short", choices=list(PROFILES))
+    p.add_argument("--dataset", default="cifar10-jpeg")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", default="compile", choices=[m for m in FAST_MODES if m not in ("off", "auto")])
+    p.add_argument("--device", default=None)
+    p.add_argument("--jobs", type=int, default=3, help="runs side by side (default 3: all at once)")
+    p.add_argument("--out", default=None, help="folder (default: results/fastcheck/<name>-<bits>-<profile>-seed<S>)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    exp = EXPERIMENTS.get(args.name)
+    if exp is None or exp.kind != "zsq":
+        p.error(f"{args.name!r} is not a zero-shot training row; available: "
+                f"{', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
+    if args.bits not in exp.bits:
+        p.error(f"{args.name} is defined at {', '.join(exp.bits)}, not {args.bits}")
+    if args.jobs < 1 or args.seed < 0:
+        p.error("--jobs must be >= 1 and --seed >= 0")
+    device = get_device(args.device)
+    try:
+        resolve_fast(args.fast, device)
+    except ValueError as e:
+        p.error(str(e))
+    stem = f"{args.name}-{args.bits}-{args.profile}-seed{args.seed}"
+    out = Path(args.out) if args.out else results_dir() / "fastcheck" / stem
+    jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset)
+    t0 = time.perf_counter()
+    results = run_jobs(jobs, args.jobs, out / "logs", threads_per_job=None if device.type == "cuda" else 1,
+                       progress=not args.no_progress)
+    failed = [r for r in results if r.returncode != 0]
+    if failed:
+        print("failed: " + ", ".join(f"{r.name} (log {r.log})" for r in failed))
+        return 1
+    runs = {}
+    for job in jobs:
+        recs = run_records(args.profile, args.dataset, out / job.name).get((args.name, args.bits), [])
+        runs[job.name] = next(r for r in recs if r["seed"] == args.seed)
+    record = new_record("fastcheck", stem, args.dataset, {"experiment": args.name, "bits": args.bits,
+                        "profile": args.profile, "fast": args.fast, "jobs": args.jobs}, args.seed, args.profile, device)
+    record.update(compare(runs))
+    record["wall_time_s"] = time.perf_counter() - t0
+    finish_record(record)
+    path = save_record(record, out / f"fastcheck-{stem}.json")
+    print(markdown(record))
+    print(f"wrote {path}")
+    return 0
