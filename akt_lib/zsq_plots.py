@@ -276,16 +276,7 @@ def plot_accuracy_histories(records: Mapping[str, dict], *, ax=None, title: str 
         warm.update(h["epoch"] for h in hist if h.get("warmup"))
     for i, e in enumerate(sorted(warm)):
         ax.axvspan(e - 0.5, e + 0.5, color="gray", alpha=0.15, label="warm-up (student frozen)" if i == 0 else None)
-    if teacher_acc is not None:
-        ax.axhline(teacher_acc, color="gray", linestyle="--", label=f"teacher ({teacher_acc:.1f} %)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return ax
+    return _finish_epoch_axes(ax, teacher_acc, ylabel, title)
 
 
 def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, ax=None, title: str | None = None,
@@ -299,9 +290,7 @@ def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, 
     Args:
         groups: ``{label: [record, ...]}``, e.g. ``experiments.run_records`` values.
         key: a history field (``"acc"``, ``"loss_s"``, ``"rfd"``...).
-        ax: axes to draw on (default: a new figure).
-        title, ylabel: axis texts.
-        teacher_acc: draw the full-precision teacher's accuracy as a dashed line.
+        ax, title, ylabel, teacher_acc: as for ``plot_accuracy_histories``.
 
     Returns:
         The axes.
@@ -329,9 +318,14 @@ def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, 
         if len(recs) > 1:
             ax.fill_between(epochs, values.amin(0).tolist(), values.amax(0).tolist(), color=f"C{i}", alpha=0.2,
                             linewidth=0)
+    return _finish_epoch_axes(ax, teacher_acc, ylabel, title)
+
+
+def _finish_epoch_axes(ax, teacher_acc: float | None, ylabel: str, title: str | None):
+    """The common end of the per-epoch plots: teacher line, integer epoch axis, texts, legend."""
     if teacher_acc is not None:
         ax.axhline(teacher_acc, color="gray", linestyle="--", label=f"teacher ({teacher_acc:.1f} %)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if title:
