@@ -47,7 +47,7 @@ CASES = tuple(PAPER_BATCH)
 _ZSQ_SWITCHES = {"gdfq": {}, "adadfq": dict(generator_loss="adadfq", student_loss="adadfq"),
                  "akt": dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper"),
                  "gdfq+ait": dict(student_loss="ait", inundation=True)}
-PROFILES = {"paper": dict(steps=50, warmup=10, concurrency=(1, 2, 4)),
+PROFILES = {"paper": dict(steps=250, warmup=10, concurrency=(1, 2, 4)),  # loss curves compared over 260 steps
             "smoke": dict(steps=3, warmup=2, concurrency=(1, 2), batch_size=8)}
 
 
