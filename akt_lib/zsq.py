@@ -208,6 +208,14 @@ class _Run:
 
         # Generator step: one Adam step of G on the generator loss.
         x, t_logits, t_feats, loss_g, bns = self.generator_forward(z, y)
+        kept = {"loss_g": loss_g.detach(), "bns": bns.detach()}
+        if self.fast == "cudagraphs":
+            # CUDA-graph outputs live in a memory pool that the next graph function reuses: once
+            # the student step's graph runs, the generator step's outputs are overwritten
+            # (pytorch/pytorch#160281). Keep copies of what is read after that point.
+            x, t_logits = x.detach().clone(), t_logits.detach().clone()
+            t_feats = tuple(f.detach().clone() for f in t_feats)
+            kept = {k: v.clone() for k, v in kept.items()}
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -219,9 +227,10 @@ class _Run:
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
             self.student_update()
-        stats = {"loss_g": loss_g, "loss_s": loss_s, "bns": bns, "rfd": rfd}
-        # CUDA-graph outputs live in a pool the next iteration overwrites: keep copies.
-        return {k: (v.detach().clone() if self.fast == "cudagraphs" else v.detach()) for k, v in stats.items()}
+        stats = {"loss_s": loss_s.detach(), "rfd": rfd.detach()}
+        if self.fast == "cudagraphs":  # the next iteration overwrites these too
+            stats = {k: v.clone() for k, v in stats.items()}
+        return {"loss_g": kept["loss_g"], "loss_s": stats["loss_s"], "bns": kept["bns"], "rfd": stats["rfd"]}
 
     def _generator_forward(self, z: torch.Tensor, y: torch.Tensor):
         """Images and the generator loss: ``(x, t_logits, t_feats, loss_g, bns)``.
