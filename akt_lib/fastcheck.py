@@ -38,7 +38,7 @@ __all__ = ["check_jobs", "compare", "markdown", "main"]
 
 
 def check_jobs(name: str, bits: str, profile: str, seed: int, fast: str, out: Path, device: str | None = None,
-               dataset: str = "cifar10-jpeg") -> list[Job]:
+               dataset: str = "cifar10-jpeg", time_budget_s: float | None = None) -> list[Job]:
     """The three runs of the check: ``off``, ``off-again`` and ``fast``, each into ``out/<label>``.
 
     Examples:
@@ -53,6 +53,8 @@ def check_jobs(name: str, bits: str, profile: str, seed: int, fast: str, out: Pa
                 "--fast", mode, "--out", str(out / label), "--no-progress"]
         if device is not None:
             argv += ["--device", device]
+        if time_budget_s is not None:
+            argv += ["--time-budget", str(time_budget_s)]
         jobs.append(Job(label, tuple(argv)))
     return jobs
 
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--jobs", type=int, default=3, help="runs side by side (default 3: all at once)")
     p.add_argument("--out", default=None, help="folder (default: results/fastcheck/<name>-<bits>-<profile>-seed<S>)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     exp = EXPERIMENTS.get(args.name)
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     stem = f"{args.name}-{args.bits}-{args.profile}-seed{args.seed}"
     out = Path(args.out) if args.out else results_dir() / "fastcheck" / stem
-    jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset)
+    jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset,
+                      args.time_budget)
     t0 = time.perf_counter()
     results = run_jobs(jobs, args.jobs, out / "logs", threads_per_job=None if device.type == "cuda" else 1,
                        progress=not args.no_progress)
@@ -146,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     runs = {}
     for job in jobs:
-        recs = run_records(args.profile, args.dataset, out / job.name).get((args.name, args.bits), [])
+        recs = run_records(args.profile, args.dataset, out / job.name, status=None).get((args.name, args.bits), [])
         runs[job.name] = next(r for r in recs if r["seed"] == args.seed)
+    unfinished = [f"{label} ({len(r['history'])} of {r['config']['epochs']} epochs)"
+                  for label, r in runs.items() if r.get("status") != "complete"]
+    if unfinished:
+        print("not finished: " + ", ".join(unfinished) + "; rerun the same command to resume")
+        return 0
     record = new_record("fastcheck", stem, args.dataset, {"experiment": args.name, "bits": args.bits,
                         "profile": args.profile, "fast": args.fast, "jobs": args.jobs}, args.seed, args.profile, device)
     record.update(compare(runs))

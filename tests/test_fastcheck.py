@@ -33,6 +33,19 @@ def test_fastcheck_runs_eager_twice_and_compiled_and_compares(tmp_path, monkeypa
     assert {r["best"] for r in results_table("smoke", names=["gdfq"])} == {"not run"}
 
 
+def test_fastcheck_stops_within_a_time_budget_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "check"
+    argv = ["gdfq", "--bits", "w4a4", "--profile", "smoke", "--device", "cpu", "--jobs", "3", "--fast", "compile",
+            "--out", str(out), "--no-progress"]
+    monkeypatch.setenv("AKT_COMPILE_BACKEND", "aot_eager")
+    assert fastcheck.main(argv + ["--time-budget", "0"]) == 0  # every run stops after its first iteration
+    assert "not finished: off (0 of 3 epochs)" in capsys.readouterr().out
+    assert not list(out.glob("fastcheck-*.json"))
+    assert fastcheck.main(argv) == 0  # resumed from the checkpoints
+    record = json.loads((out / "fastcheck-gdfq-w4a4-smoke-seed0.json").read_text())
+    assert record["diff"]["off-again"] == {"best": 0.0, "final": 0.0}
+
+
 def test_compare_and_jobs_refuse_bad_input(tmp_path):
     rec = {"best_acc": 1.0, "final_acc": 1.0}
     with pytest.raises(ValueError, match="'off' is missing"):
