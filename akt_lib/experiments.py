@@ -164,8 +164,8 @@ def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = 
         return run_zeroq(bits, profile=profile, dataset=dataset, seed=seed, out_dir=out_dir, progress=progress,
                          teacher=kwargs.get("teacher"), device=kwargs.get("device"))
     config = experiment_config(name, bits, profile, dataset, seed)
-    _, record = train_zsq(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress, **kwargs)
-    record["experiment"], record["bits"] = name, bits
+    _, record = train_zsq(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,
+                          tags={"experiment": name, "bits": bits}, **kwargs)
     return record
 
 

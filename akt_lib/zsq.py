@@ -341,7 +341,8 @@ def _paths(out_dir: Path, config: ZSQConfig, name: str) -> tuple[Path, Path]:
 def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None = None,
               teacher: nn.Module | None = None, resume: bool = True, progress: bool = True,
               device: str | torch.device | None = None, time_budget_s: float | None = None,
-              stop_after_iters: int | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
+              stop_after_iters: int | None = None, fast: str = "auto",
+              tags: dict | None = None) -> tuple[nn.Module, dict]:
     """Train a zero-shot quantized student; return ``(student, record)``.
 
     Args:
@@ -356,6 +357,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         stop_after_iters: stop (after writing a checkpoint) at this global iteration (tests).
         fast: ``akt_lib.fast`` mode: ``"auto"`` (compiled on CUDA, eager elsewhere), ``"off"``
             (the eager reference), ``"compile"`` or ``"cudagraphs"``. Recorded as ``record["fast"]``.
+        tags: extra record fields, e.g. ``{"experiment": "adadfq+akt", "bits": "w3a3"}`` (written with
+            the first record, so a stopped run's record carries them too).
 
     Returns:
         The student (frozen ranges, eval mode) and the record (``status`` is ``"complete"`` or
@@ -394,6 +397,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
         record["method"] = _method_label(config)
         record["loss_stat"] = "mean over the epoch's iterations"
+        record.update(tags or {})
     record_fast_mode(record, run.fast)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 

@@ -192,6 +192,8 @@ def test_cli_run_writes_records_and_the_table_reads_them(tmp_path, capsys):
                  "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "gdfq w4a4 seed 1: status=complete" in out
+    saved = json.loads((tmp_path / "gdfq-w4a4-cifar10-jpeg-seed1-smoke.json").read_text())
+    assert (saved["experiment"], saved["bits"]) == ("gdfq", "w4a4")  # in the file, not only the returned dict
     rows = results_table("smoke", folder=tmp_path, names=["gdfq"])
     w4 = next(r for r in rows if r["bits"] == "W4A4")
     assert w4["seeds"] == 2 and "±" in w4["best"] and w4["paper"] == "90.25"
