@@ -25,9 +25,9 @@ therefore states both differences side by side instead of a verdict.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
+from .data import DATASETS
 from .experiments import EXPERIMENTS, PROFILES, run_records
 from .fast import FAST_MODES, resolve_fast
 from .records import finish_record, new_record, results_dir, save_record
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help=f"a zero-shot training row: {', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
     p.add_argument("--bits", required=True)
     p.add_argument("--profile", default="short", choices=list(PROFILES))
-    p.add_argument("--dataset", default="cifar10-jpeg")
+    p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", default="compile", choices=[m for m in FAST_MODES if m not in ("off", "auto")])
     p.add_argument("--device", default=None)
@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else results_dir() / "fastcheck" / stem
     jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset,
                       args.time_budget)
-    t0 = time.perf_counter()
     results = run_jobs(jobs, args.jobs, out / "logs", threads_per_job=None if device.type == "cuda" else 1,
                        progress=not args.no_progress)
     failed = [r for r in results if r.returncode != 0]
@@ -152,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     for job in jobs:
         recs = run_records(args.profile, args.dataset, out / job.name, status=None).get((args.name, args.bits), [])
-        runs[job.name] = next(r for r in recs if r["seed"] == args.seed)
+        runs[job.name] = next((r for r in recs if r["seed"] == args.seed), None)
+        if runs[job.name] is None:
+            raise RuntimeError(f"run {job.name!r} left no record in {out / job.name} (see {out / 'logs'})")
     unfinished = [f"{label} ({len(r['history'])} of {r['config']['epochs']} epochs)"
                   for label, r in runs.items() if r.get("status") != "complete"]
     if unfinished:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     record = new_record("fastcheck", stem, args.dataset, {"experiment": args.name, "bits": args.bits,
                         "profile": args.profile, "fast": args.fast, "jobs": args.jobs}, args.seed, args.profile, device)
     record.update(compare(runs))
-    record["wall_time_s"] = time.perf_counter() - t0
+    record["wall_time_s"] = max(r["wall_time_s"] for r in runs.values())  # side by side, across resumes
     finish_record(record)
     path = save_record(record, out / f"fastcheck-{stem}.json")
     print(markdown(record))
