@@ -9,6 +9,7 @@ figure), returns it, and only draws: the numbers come from the chapter or the li
 * ``plot_step_layer_heatmap`` – a (steps, layers) matrix, e.g. the fraction of codes changed (chapter 5)
 * ``plot_accuracy_histories`` – test accuracy per epoch of run records, warm-up shaded (chapter 5)
 * ``plot_seed_curves``       – the mean over seeds of a history field per epoch, min–max band (results page)
+* ``plot_rows_by_bits``      – ``plot_seed_curves`` of table rows, one panel per bit-width (chapters 3–5, results page)
 * ``html_table``             – rows of ``results_table`` as an HTML table, for ``IPython.display.HTML``
 
 (The book renders notebook Markdown output as CommonMark, which has no tables; hence HTML.)
@@ -33,7 +34,7 @@ from .data import denormalize
 from .plots import _as_series, _axes  # one definition of both helpers
 
 __all__ = ["show_images", "plot_bars", "plot_curves", "plot_step_layer_heatmap", "plot_accuracy_histories",
-           "plot_seed_curves", "html_table"]
+           "plot_seed_curves", "plot_rows_by_bits", "html_table"]
 
 
 def show_images(images: torch.Tensor, dataset: str, *, captions: Sequence[str] | None = None, ncols: int = 8,
@@ -319,6 +320,43 @@ def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, 
             ax.fill_between(epochs, values.amin(0).tolist(), values.amax(0).tolist(), color=f"C{i}", alpha=0.2,
                             linewidth=0)
     return _finish_epoch_axes(ax, teacher_acc, ylabel, title)
+
+
+def plot_rows_by_bits(rows: Mapping[tuple[str, str], Sequence[dict]], names: Sequence[str] | None = None, *,
+                      key: str = "acc", title: str = "{bits}"):
+    """Training curves of table rows, one panel per bit-width (``plot_seed_curves`` in each).
+
+    Args:
+        rows: ``{(experiment, bits): [record, ...]}``, e.g. ``experiments.run_records(profile="paper")``.
+        names: the experiments to draw, in this order (default: every one in ``rows``).
+        key: the history field (``"acc"`` draws the teacher's accuracy too).
+        title: each panel's title; ``{bits}`` becomes e.g. ``W4A4``.
+
+    Returns:
+        The figure, or ``None`` when none of the rows has a record (nothing to draw).
+
+    Examples:
+        >>> run = {"teacher_acc": 88.0, "history": [{"epoch": 0, "acc": 10.0}, {"epoch": 1, "acc": 30.0}]}
+        >>> fig = plot_rows_by_bits({("gdfq", "w4a4"): [run], ("gdfq", "w5a5"): [run], ("ait", "w4a4"): []})
+        >>> [ax.get_title() for ax in fig.axes], plot_rows_by_bits({}) is None
+        (['W4A4', 'W5A5'], True)
+        >>> plt.close("all")
+    """
+    if not isinstance(rows, Mapping):
+        raise TypeError(f"rows must map (experiment, bits) to records, got {type(rows).__name__}")
+    order = list(dict.fromkeys(names if names is not None else (n for n, _ in rows)))
+    drawn = {(n, b): recs for (n, b), recs in rows.items() if recs and n in order}
+    if not drawn:
+        return None
+    bits_run = sorted({b for _, b in drawn})
+    fig, axes = plt.subplots(1, len(bits_run), figsize=(6.5 * len(bits_run), 4.2), squeeze=False)
+    for ax, bits in zip(axes[0], bits_run):
+        groups = {n: drawn[n, bits] for n in order if (n, bits) in drawn}
+        teacher = next(iter(groups.values()))[0].get("teacher_acc") if key == "acc" else None
+        plot_seed_curves(groups, key, ax=ax, teacher_acc=teacher, title=title.format(bits=bits.upper()),
+                         ylabel="top-1 accuracy (%)" if key == "acc" else key)
+    fig.tight_layout()
+    return fig
 
 
 def _finish_epoch_axes(ax, teacher_acc: float | None, ylabel: str, title: str | None):

@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from akt_lib.data import DATASETS  # noqa: E402
-from akt_lib.zsq_plots import (plot_accuracy_histories, plot_bars, plot_curves, plot_seed_curves,  # noqa: E402
-                               plot_step_layer_heatmap, show_images)
+from akt_lib.zsq_plots import (plot_accuracy_histories, plot_bars, plot_curves, plot_rows_by_bits,  # noqa: E402
+                               plot_seed_curves, plot_step_layer_heatmap, show_images)
 
 
 @pytest.fixture(autouse=True)
@@ -178,6 +178,21 @@ def test_seed_curves_mean_band_and_common_epochs():
 def test_seed_curves_reject_bad_input(groups, key, match):
     with pytest.raises(ValueError, match=match):
         plot_seed_curves(groups, key)
+
+
+def test_rows_by_bits_one_panel_per_bit_width_in_the_given_order():
+    a, b = {**_run([10, 20]), "teacher_acc": 88.0}, {**_run([30, 40]), "teacher_acc": 88.0}
+    rows = {("gdfq", "w5a5"): [a], ("gdfq+ait", "w4a4"): [b], ("gdfq", "w4a4"): [a, b], ("adadfq", "w3a3"): []}
+    fig = plot_rows_by_bits(rows, names=["gdfq+ait", "gdfq"], title="{bits}, paper")
+    assert [ax.get_title() for ax in fig.axes] == ["W4A4, paper", "W5A5, paper"]
+    w4 = fig.axes[0]
+    assert w4.get_legend_handles_labels()[1] == ["gdfq+ait (1 seed)", "gdfq (2 seeds)", "teacher (88.0 %)"]
+    np.testing.assert_allclose(w4.lines[1].get_ydata(), [20.0, 30.0])  # mean of the two gdfq seeds
+    assert plot_rows_by_bits(rows, names=["adadfq"]) is None  # a row without records draws nothing
+    rfd = {("akt", "w4a4"): [_run([1.0, 2.0], key="rfd")]}
+    assert len(plot_rows_by_bits(rfd, key="rfd").axes[0].lines) == 1  # no teacher line for a loss
+    with pytest.raises(TypeError, match="rows must map"):
+        plot_rows_by_bits([("gdfq", "w4a4")])
 
 
 def test_html_table_orders_escapes_and_validates():
