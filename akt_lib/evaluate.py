@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .data import check_dataset, iterate_batches, normalize
-from .quant import act_quantizers
+from .quant import held_act_ranges
 
 __all__ = ["evaluate", "predict"]
 
@@ -37,22 +37,18 @@ def predict(model: nn.Module, images: torch.Tensor, dataset: str, batch_size: in
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    calibrating = [act for act in act_quantizers(model) if not act.frozen]
-    if calibrating and bool((torch.stack([act.num_updates for act in calibrating]) == 0).any()):
-        raise ValueError("the model's activation quantizers were never calibrated, and evaluating would "
-                         "calibrate them on the evaluation images: run calibration batches through it "
-                         "(after unfreeze_act_ranges) or load a calibrated state dict first")
     was_training = model.training
-    model.eval()
-    for act in calibrating:  # hold the ranges still: the evaluation images must not calibrate them
-        act.frozen, act._has_range = True, True
-    try:
-        preds = [model(normalize(xb.to(device, non_blocking=True), dataset)).argmax(1).cpu()
-                 for xb, _ in iterate_batches(images, None, batch_size)]
-    finally:
-        model.train(was_training)
-        for act in calibrating:
-            act.frozen = False
+    with held_act_ranges(model) as held:  # the evaluation images must not calibrate the model
+        if any(int(act.num_updates) == 0 for act in held):
+            raise ValueError("the model's activation quantizers were never calibrated, and evaluating would "
+                             "calibrate them on the evaluation images: run calibration batches through it "
+                             "(after unfreeze_act_ranges) or load a calibrated state dict first")
+        model.eval()
+        try:
+            preds = [model(normalize(xb.to(device, non_blocking=True), dataset)).argmax(1).cpu()
+                     for xb, _ in iterate_batches(images, None, batch_size)]
+        finally:
+            model.train(was_training)
     return torch.cat(preds)
 
 

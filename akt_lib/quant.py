@@ -15,6 +15,7 @@ One verb: ``qmodel = quantize_model(model, QuantConfig(w_bits=4, a_bits=4))``.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -38,6 +39,7 @@ __all__ = [
     "register_quantizer",
     "freeze_act_ranges",
     "unfreeze_act_ranges",
+    "held_act_ranges",
     "act_quantizers",
 ]
 
@@ -434,13 +436,41 @@ def act_quantizers(model: nn.Module) -> Iterator[QuantAct]:
     return (m for m in model.modules() if isinstance(m, QuantAct))
 
 
+def _freeze(act: QuantAct) -> None:
+    act.frozen = True
+    # A range counts as calibrated once it has seen a batch; decided here, on the host, once.
+    act._has_range = bool(act.num_updates.item() > 0)
+
+
 def freeze_act_ranges(model: nn.Module) -> nn.Module:
     """Stop updating activation ranges (they are then only used). Returns ``model``."""
     for act in act_quantizers(model):
-        act.frozen = True
-        # A range counts as calibrated once it has seen a batch; decided here, on the host, once.
-        act._has_range = bool(act.num_updates.item() > 0)
+        _freeze(act)
     return model
+
+
+@contextmanager
+def held_act_ranges(model: nn.Module) -> Iterator[list[QuantAct]]:
+    """Inside the block, the ranges still calibrating are held still (frozen); after it they calibrate again.
+
+    Yields the quantizers it holds (the frozen ones are left alone). ``evaluate`` uses it, so that
+    evaluation images never calibrate a model.
+
+    Examples:
+        >>> act = QuantAct(4, range_update="minmax"); _ = act(torch.ones(2))
+        >>> with held_act_ranges(act) as held:
+        ...     _ = act(5 * torch.ones(2))  # not folded into the range
+        >>> len(held), float(act.x_max), act.frozen
+        (1, 1.0, False)
+    """
+    held = [act for act in act_quantizers(model) if not act.frozen]
+    for act in held:
+        _freeze(act)
+    try:
+        yield held
+    finally:
+        for act in held:
+            act.frozen = False
 
 
 def unfreeze_act_ranges(model: nn.Module) -> nn.Module:
