@@ -206,31 +206,31 @@ class _Run:
         mark_step_begin(self.fast)
         z, y = sample_latent(c.batch_size, self.num_classes, c.latent_dim, generator=self.rng, device=self.device)
 
+        # CUDA-graph outputs live in a memory pool that the next graph function reuses: once the
+        # student step's graph runs, the generator step's outputs are overwritten (pytorch/pytorch
+        # #160281), and the next iteration overwrites the student step's. Keep copies of what is
+        # read after that point.
+        keep = (lambda t: t.detach().clone()) if self.fast == "cudagraphs" else (lambda t: t.detach())
+
         # Generator step: one Adam step of G on the generator loss.
         x, t_logits, t_feats, loss_g, bns = self.generator_forward(z, y)
-        kept = {"loss_g": loss_g.detach(), "bns": bns.detach()}
-        if self.fast == "cudagraphs":
-            # CUDA-graph outputs live in a memory pool that the next graph function reuses: once
-            # the student step's graph runs, the generator step's outputs are overwritten
-            # (pytorch/pytorch#160281). Keep copies of what is read after that point.
-            x, t_logits = x.detach().clone(), t_logits.detach().clone()
-            t_feats = tuple(f.detach().clone() for f in t_feats)
-            kept = {k: v.clone() for k, v in kept.items()}
+        x, t_logits = keep(x), keep(t_logits)
+        if self.fast == "cudagraphs":  # the feature tap detaches already: only the copy is needed
+            t_feats = tuple(f.clone() for f in t_feats)
+        stats = {"loss_g": keep(loss_g), "bns": keep(bns)}
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
 
         # Student step on the same images, detached from G. Its forward also calibrates the
         # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
-        loss_s, rfd = self.student_forward(x.detach(), t_logits.detach(), y, t_feats)
+        loss_s, rfd = self.student_forward(x, t_logits, y, t_feats)
         if train_student:
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
             self.student_update()
-        stats = {"loss_s": loss_s.detach(), "rfd": rfd.detach()}
-        if self.fast == "cudagraphs":  # the next iteration overwrites these too
-            stats = {k: v.clone() for k, v in stats.items()}
-        return {"loss_g": kept["loss_g"], "loss_s": stats["loss_s"], "bns": kept["bns"], "rfd": stats["rfd"]}
+        stats.update(loss_s=keep(loss_s), rfd=keep(rfd))
+        return stats
 
     def _generator_forward(self, z: torch.Tensor, y: torch.Tensor):
         """Images and the generator loss: ``(x, t_logits, t_feats, loss_g, bns)``.
