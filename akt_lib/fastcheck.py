@@ -31,7 +31,7 @@ from .data import DATASETS
 from .experiments import EXPERIMENTS, PROFILES, run_records
 from .fast import FAST_MODES, resolve_fast
 from .records import finish_record, new_record, results_dir, save_record
-from .runner import Job, run_jobs
+from .runner import Job, expand_jobs, run_jobs
 from .utils import get_device
 
 __all__ = ["check_jobs", "compare", "markdown", "main"]
@@ -47,15 +47,13 @@ def check_jobs(name: str, bits: str, profile: str, seed: int, fast: str, out: Pa
     """
     if fast == "off":
         raise ValueError("the fast mode to check must not be 'off' (eager runs twice anyway)")
+    common = (["--device", device] if device is not None else []) + \
+        (["--time-budget", str(time_budget_s)] if time_budget_s is not None else [])
     jobs = []
     for label, mode in (("off", "off"), ("off-again", "off"), (fast, fast)):
-        argv = ["zsq", "run", name, "--bits", bits, "--profile", profile, "--seeds", str(seed), "--dataset", dataset,
-                "--fast", mode, "--out", str(out / label), "--no-progress"]
-        if device is not None:
-            argv += ["--device", device]
-        if time_budget_s is not None:
-            argv += ["--time-budget", str(time_budget_s)]
-        jobs.append(Job(label, tuple(argv)))
+        (job,) = expand_jobs("zsq", name, bits, [seed], profile=profile, dataset=dataset,
+                             extra_args=["--fast", mode, "--out", str(out / label), *common])
+        jobs.append(Job(label, job.argv))  # named by its mode: the three share row, bits and seed
     return jobs
 
 
