@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .data import DATASETS
+from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
 from .records import load_records, results_dir
 from .zsq import ZSQConfig, smoke_config, train_zsq
@@ -246,7 +246,13 @@ def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: s
             zero-shot records too and are not table rows).
         status: ``"complete"`` (default), another status (``"running"``, ``"stopped"``), or
             ``None`` for every record whatever its status.
+
+    Raises:
+        ValueError: an unknown profile or dataset (a typo would otherwise read as "no runs").
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
+    check_dataset(dataset)
     by_row: dict[tuple[str, str], list[dict]] = {}
     folder = Path(folder) if folder is not None else results_dir() / "zsq"
     for r in load_records(folder, kind="zsq", status=status):

@@ -164,6 +164,10 @@ def test_run_records_group_by_row_and_progress_lists_unfinished_runs(teacher, tm
     assert (row["experiment"], row["bits"], row["seed"], row["status"], row["epochs done"]) == \
         ("gdfq", "W4A4", 2, "stopped", "1 / 3")
     assert results_table("smoke", folder=tmp_path, names=["gdfq"])[1]["seeds"] == 2  # complete runs only
+    with pytest.raises(ValueError, match="unknown profile 'papr'"):
+        run_records("papr", folder=tmp_path)
+    with pytest.raises(ValueError, match="cifar11"):
+        progress_table("paper", dataset="cifar11", folder=tmp_path)
 
 
 def test_cli_lists_and_rejects_unknown(capsys):
