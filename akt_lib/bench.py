@@ -11,6 +11,12 @@ The concurrency part starts K copies of one step as separate processes on the sa
 them all compile, starts their timed loops together (a file barrier) and reports the aggregate
 iterations per second against one process alone.
 
+``--layouts nchw channels_last`` also times every mode with the networks (and the teacher step's
+images) in the channels-last memory format: the same arithmetic in another layout, which cuDNN's
+tensor-core convolutions may prefer. It is a measurement, not yet a trainer option: inductor keeps
+these networks' small-channel convolutions in NCHW on its own (its layout heuristic), so only a
+measured gain would justify the switch.
+
 The inputs are random (random-init teacher, random images): a step's cost does not depend on the
 weights. The record (``results/bench/bench-<device>-<profile>.json``) names the device, torch
 version and commit. The appendix chapter renders it.
@@ -47,11 +53,13 @@ CASES = tuple(PAPER_BATCH)
 _ZSQ_SWITCHES = {"gdfq": {}, "adadfq": dict(generator_loss="adadfq", student_loss="adadfq"),
                  "akt": dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper"),
                  "gdfq+ait": dict(student_loss="ait", inundation=True)}
+LAYOUTS = ("nchw", "channels_last")
 PROFILES = {"paper": dict(steps=250, warmup=10, concurrency=(1, 2, 4)),  # loss curves compared over 260 steps
             "smoke": dict(steps=3, warmup=2, concurrency=(1, 2), batch_size=8)}
 
 
-def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off") -> Callable[[], torch.Tensor]:
+def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off",
+              layout: str = "nchw") -> Callable[[], torch.Tensor]:
     """One full training iteration of ``case`` as a closure (no host synchronisation inside).
 
     Args:
@@ -59,6 +67,9 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
         batch_size: the batch (``PAPER_BATCH[case]`` for the papers' setting).
         device: where it runs.
         fast: an ``akt_lib.fast`` mode.
+        layout: ``"nchw"`` (the trainers' layout) or ``"channels_last"``: every network of the step
+            (and the teacher step's images) converted to ``torch.channels_last`` before the first
+            iteration. Parameters stay the same tensors, so the optimizers keep working.
 
     Returns:
         ``step()``, which runs one iteration and returns a loss tensor. The zero-shot steps are
@@ -68,6 +79,15 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
         raise ValueError(f"case must be one of {CASES}, got {case!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+    def to_layout(*modules: torch.nn.Module) -> None:
+        if layout == "channels_last":
+            for m in modules:
+                m.to(memory_format=fmt)  # in place: the same Parameter objects, new strides
+
     torch.manual_seed(0)
     teacher = build_model("resnet20", 10).eval()
     if case in _ZSQ_SWITCHES:
@@ -75,6 +95,7 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
         from .zsq import ZSQConfig, _Run
 
         run = _Run(ZSQConfig(batch_size=batch_size, **_ZSQ_SWITCHES[case]), teacher, device, fast=fast)
+        to_layout(run.teacher, run.student, run.generator)
         # One warm-up iteration calibrates the ranges, as in training. It runs eagerly: a training
         # run also compiles this calibrating variant (once, for the warm-up epochs), but the
         # benchmark times the steady state and should not pay for compiling a graph it never times.
@@ -85,11 +106,13 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
         freeze_act_ranges(run.student)
         return lambda: run.step(train_student=True)["loss_s"]
     images = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    images = images.contiguous(memory_format=fmt)
     if case == "sqakd":
         from .labelfree import LabelFreeConfig, _Run as LabelFreeRun
         from .qat import init_qat_model
 
         run = LabelFreeRun(LabelFreeConfig(batch_size=batch_size), teacher, teacher, device, fast=fast)
+        to_layout(run.teacher, run.student)
         init_qat_model(run.student, run.augment(images))
         return lambda: run.step(run.augment(images))[0]
     from .augment import random_crop_flip
@@ -99,6 +122,7 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
     mode = resolve_fast(fast, device)
     cfg = TeacherConfig.from_profile("fast", batch_size=batch_size)
     model = build_model("resnet20", 10).to(device).train()
+    to_layout(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                           **fused_kwargs(mode, device))
     forward_loss = compile_step(_forward_loss(model, cfg, cfg.amp and device.type == "cuda"), mode, "teacher")
@@ -165,9 +189,27 @@ def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device
     return 1000.0 * (time.perf_counter() - t0) / steps
 
 
+def variant_key(mode: str, layout: str = "nchw") -> str:
+    """How a record names a (fast mode, layout) variant: the mode alone for the trainers' NCHW.
+
+    Examples:
+        >>> variant_key("compile"), variant_key("compile", "channels_last"), variant_key("off", "channels_last")
+        ('compile', 'compile, channels_last', 'eager, channels_last')
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "nchw":
+        return mode
+    return f"{'eager' if mode == 'off' else mode}, {layout}"
+
+
 def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[str, ...], steps: int,
-               warmup: int, trace_steps: int = 0, repeat_eager: bool = False) -> dict:
-    """Time ``case`` under each mode in ``modes``; return ``{mode: {"ms", "setup_s", "losses"}}``.
+               warmup: int, trace_steps: int = 0, repeat_eager: bool = False,
+               layouts: tuple[str, ...] = ("nchw",)) -> dict:
+    """Time ``case`` under each mode in ``modes``; return ``{key: {"ms", "setup_s", "losses"}}``.
+
+    The keys are ``variant_key(mode, layout)`` for every mode and layout in ``layouts`` (the
+    eager NCHW reference, ``"off"``, always first).
 
     ``setup_s`` covers building the state and the warm-up steps (for a compiled mode: compiling).
     Every mode starts from the same seed and state, so ``losses`` (the loss of each warm-up and
@@ -180,10 +222,10 @@ def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[st
     (``ms``, ``losses``): how far two eager runs drift apart on this device (cuDNN's algorithm
     choice and atomics) is the yardstick for a fast mode's differences.
     """
-    def run(mode: str) -> tuple[Callable[[], torch.Tensor], dict]:
+    def run(mode: str, layout: str = "nchw") -> tuple[Callable[[], torch.Tensor], dict]:
         _sync(device)
         t0 = time.perf_counter()
-        step = make_step(case, batch_size, device, fast=mode)
+        step = make_step(case, batch_size, device, fast=mode, layout=layout)
         losses: list[torch.Tensor] = []
         for _ in range(warmup):
             losses.append(step().detach().clone())
@@ -192,21 +234,24 @@ def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[st
         ms = time_step(step, steps, device, losses)
         return step, {"ms": ms, "setup_s": setup, "losses": torch.stack(losses).float().cpu().tolist()}
 
+    variants = [("off", "nchw")] + [(m, lay) for lay in layouts for m in modes if (m, lay) != ("off", "nchw")]
     out = {}
-    for mode in modes:
+    for mode, layout in variants:
+        key = variant_key(mode, layout)
         try:
-            step, out[mode] = run(mode)
+            step, out[key] = run(mode, layout)
             if trace_steps > 0:
-                out[mode]["trace"] = profile_step(step, trace_steps, device)
-            if mode == "off" and repeat_eager:
+                out[key]["trace"] = profile_step(step, trace_steps, device)
+            if key == "off" and repeat_eager:
                 del step
                 _, again = run("off")
-                out[mode]["repeat"] = {"ms": again["ms"], "losses": again["losses"]}
+                out[key]["repeat"] = {"ms": again["ms"], "losses": again["losses"]}
         except Exception as e:  # noqa: BLE001 - one broken fast mode must not cost the whole benchmark
-            if mode == "off":
+            if key == "off":
                 raise
-            out[mode] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
-            print(f"{case}: fast mode {mode!r} failed: {out[mode]['error']}", file=sys.stderr, flush=True)
+            out[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
+            print(f"{case}: {key!r} failed: {out[key]['error']}", file=sys.stderr, flush=True)
+        out[key]["layout"] = layout
     return out
 
 
@@ -333,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--fast", nargs="+", default=["auto"], choices=FAST_MODES,
                    help="the fast mode(s) timed against eager, each in the same process (e.g. compile cudagraphs)")
+    p.add_argument("--layouts", nargs="+", default=["nchw"], choices=list(LAYOUTS),
+                   help="memory layouts to time every mode in (channels_last: the networks converted; eager "
+                        "NCHW stays the reference)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
@@ -368,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args, device)
 
     modes = ("off", *(m for m in fast_modes if m != "off"))
-    config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes), "trace": args.trace,
+    layouts = tuple(dict.fromkeys(args.layouts))
+    config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes),
+              "layouts": list(layouts), "trace": args.trace,
               "eager_repeat": not args.eager_once,
               "cudnn_benchmark": torch.backends.cudnn.benchmark,
               "cases": args.cases, "inputs": "random images, random-init ResNet-20 teacher (cost only)"}
@@ -382,22 +432,26 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases:
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
         res = bench_case(case, bs, device, modes, args.steps, args.warmup, args.trace,
-                         repeat_eager=not args.eager_once)
+                         repeat_eager=not args.eager_once, layouts=layouts)
+        keys = list(res)  # "off" first, then the fast variants in the order they ran
         row = {"case": case, "batch_size": bs, "eager_ms": res["off"]["ms"], "eager_setup_s": res["off"]["setup_s"]}
         row["eager_losses"] = res["off"]["losses"]
         if "repeat" in res["off"]:
             again = res["off"]["repeat"]
             row["eager_repeat"] = {"ms": again["ms"], **loss_agreement(res["off"]["losses"], again["losses"])}
         if args.trace:
-            row["traces"] = {m: res[m]["trace"] for m in modes if "trace" in res[m]}
-        row["failed"] = {m: res[m]["error"] for m in modes[1:] if "error" in res[m]}
-        fast = [{"mode": m, "ms": res[m]["ms"], "compile_s": res[m]["setup_s"],
-                 "speedup": res["off"]["ms"] / res[m]["ms"], "losses": res[m]["losses"],
-                 **loss_agreement(res["off"]["losses"], res[m]["losses"])} for m in modes[1:] if "error" not in res[m]]
-        if fast:  # the fastest mode also under the flat keys, which the tables read
-            best = min(fast, key=lambda f: f["ms"])
-            row.update(fast=fast, fast_mode=best["mode"], fast_ms=best["ms"], compile_s=best["compile_s"],
+            row["traces"] = {k: res[k]["trace"] for k in keys if "trace" in res[k]}
+        row["failed"] = {k: res[k]["error"] for k in keys[1:] if "error" in res[k]}
+        fast = [{"mode": k, "layout": res[k]["layout"], "ms": res[k]["ms"], "compile_s": res[k]["setup_s"],
+                 "speedup": res["off"]["ms"] / res[k]["ms"], "losses": res[k]["losses"],
+                 **loss_agreement(res["off"]["losses"], res[k]["losses"])} for k in keys[1:] if "error" not in res[k]]
+        trainers = [f for f in fast if f["layout"] == "nchw"]
+        if trainers:  # the fastest mode the trainers can use also under the flat keys, which the tables read
+            best = min(trainers, key=lambda f: f["ms"])
+            row.update(fast_mode=best["mode"], fast_ms=best["ms"], compile_s=best["compile_s"],
                        speedup=best["speedup"])
+        if fast:
+            row["fast"] = fast
         record["cases"].append(row)
         print(format_row(row), flush=True)
         record["wall_time_s"] = time.perf_counter() - t0

@@ -129,10 +129,10 @@ def test_row_minutes_refuse_a_case_timed_at_another_batch():
 def test_a_failing_fast_mode_is_recorded_and_the_trace_is_kept(tmp_path, monkeypatch):
     real = bench.make_step
 
-    def make_step(case, batch_size, device, fast="off"):
+    def make_step(case, batch_size, device, fast="off", layout="nchw"):
         if fast == "compile":
             raise RuntimeError("accessing tensor output of CUDAGraphs that has been overwritten\nmore lines")
-        return real(case, batch_size, device, fast=fast)
+        return real(case, batch_size, device, fast=fast, layout=layout)
 
     monkeypatch.setattr(bench, "make_step", make_step)
     code = bench.main(["--cases", "teacher", "--fast", "compile", "--steps", "1", "--warmup", "0", "--batch-size", "2",
@@ -152,3 +152,45 @@ def test_a_failing_fast_mode_is_recorded_and_the_trace_is_kept(tmp_path, monkeyp
         bench.main(["--trace", "-1", "--device", "cpu", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         bench.profile_step(lambda: torch.tensor(1.0), 0, torch.device("cpu"))
+
+
+def test_channels_last_layout_converts_the_networks_and_keeps_the_arithmetic(tmp_path, monkeypatch):
+    built = []
+    real_build = bench.build_model
+
+    def build_model(*args, **kwargs):
+        built.append(real_build(*args, **kwargs))
+        return built[-1]
+    monkeypatch.setattr(bench, "build_model", build_model)
+    nchw = bench.make_step("teacher", 4, torch.device("cpu"))
+    steps_nchw = [float(nchw()) for _ in range(3)]
+    cl = bench.make_step("teacher", 4, torch.device("cpu"), layout="channels_last")
+    steps_cl = [float(cl()) for _ in range(3)]
+    trained = built[-1]  # the teacher step's model (build_model's last call)
+    weights = [p for p in trained.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert not any(p.is_contiguous() for p in weights if p.shape[-1] > 1)  # 3x3 kernels really changed layout
+    # Same arithmetic in another layout: no quantizer here to turn a rounding difference into a level.
+    assert steps_cl == pytest.approx(steps_nchw, rel=1e-4)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        bench.make_step("teacher", 4, torch.device("cpu"), layout="nhwc")
+
+
+def test_bench_times_the_layouts_and_keeps_the_trainers_best_mode_flat(tmp_path):
+    code = bench.main(["--cases", "teacher", "gdfq", "--fast", "off", "--layouts", "nchw", "channels_last",
+                       "--steps", "1", "--warmup", "1", "--batch-size", "2", "--concurrency", "--eager-once",
+                       "--device", "cpu", "--out", str(tmp_path), "--name", "layouts"])
+    assert code == 0
+    record = json.loads((tmp_path / "layouts.json").read_text())
+    assert record["config"]["layouts"] == ["nchw", "channels_last"]
+    for row in record["cases"]:
+        (f,) = row["fast"]
+        assert f["mode"] == "eager, channels_last" and f["layout"] == "channels_last" and len(f["losses"]) == 2
+        # Only NCHW variants are modes the trainers run: none was timed here, so no flat "best" keys.
+        assert "fast_mode" not in row and "fast_ms" not in row
+    assert "eager, channels_last ms/it" in bench.markdown_table(record)
+    assert bench.variant_key("cudagraphs", "channels_last") == "cudagraphs, channels_last"
+    with pytest.raises(ValueError, match="layout must be one of"):
+        bench.variant_key("compile", "nhwc")
+    with pytest.raises(SystemExit):
+        bench.main(["--layouts", "nhwc", "--device", "cpu", "--out", str(tmp_path)])
