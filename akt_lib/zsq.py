@@ -420,7 +420,9 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         while it < c.total_iters:
             epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
             warm = epoch < c.warmup_epochs
-            if i_in_epoch == 0:
+            # An epoch's Python-side settings, at its start and again after resuming mid-epoch (the
+            # inundation cap is not part of any state_dict).
+            if i_in_epoch == 0 or it == start_iter:
                 if warm:
                     unfreeze_act_ranges(run.student)
                 if c.inundation:

@@ -254,3 +254,29 @@ def test_generator_step_does_not_compute_student_weight_gradients(teacher):
     assert all(torch.equal(a, b) for a, b in zip(gen_d, gen_p))
     assert stud_d == [] and len(stud_p) > 0
     assert upd_d == upd_p == [1] * len(upd_d)  # the ranges still calibrate on the generated images
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
+def test_resuming_mid_epoch_restores_the_inundation_schedule(teacher, tmp_path, monkeypatch):
+    # AIT's warm-up scale cap is on through epoch warmup_epochs and off after it (§3a); the cap is
+    # Python state, in no state_dict. Oracle: the uninterrupted schedule, epoch by epoch.
+    import akt_lib.zsq as zsq
+    from akt_lib.inundation import scale_cap_at_epoch, threshold_at_epoch
+
+    seen = []
+
+    def fake_step(self, train_student):
+        seen.append((self.opt_s.cap_scale, self.opt_s.param_groups[0]["threshold"]))
+        with torch.no_grad():
+            self.student(torch.randn(2, 3, 32, 32))
+        return {name: torch.tensor(1.0) for name in zsq.LOSS_KEYS}
+
+    monkeypatch.setattr(zsq._Run, "step", fake_step)
+    config = _tiny(epochs=4, iters_per_epoch=2, warmup_epochs=1, lr_milestones=(3,), inundation=True,
+                   student_loss="ait", weight_decay=0.0)
+    train_zsq(config, name="gi", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu",
+              stop_after_iters=5)  # stops in the middle of epoch 2, after the cap has gone off
+    train_zsq(config, name="gi", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    expected = [(scale_cap_at_epoch(e, 1), threshold_at_epoch(e, config.gi_threshold, (3,), config.lr_gamma))
+                for e in range(4) for _ in range(2)]
+    assert seen == expected
