@@ -6,17 +6,19 @@ the only target is a full-precision teacher looking at the same (augmented) imag
 
 * ``recipe="sqakd"`` (§4a): student = quantized copy of the FP teacher (``quantize_model_qat``:
   EWGS / PACT / LSQ / DoReFa, initialised on one training batch with ``init_qat_model``), loss
-  ``T²·KL`` (T = 4), Adam lr 1e-3 (wd 1e-4) for the model + lr 1e-5 for the quantizer
-  parameters (methods.md gives that group no weight decay: 0), cosine to 0, 1200 epochs at batch
-  256; EWGS ``delta`` from a Hessian trace every 10 epochs (first at epoch 10) when
+  ``T²·KL`` (T = 4), Adam lr 1e-3 (wd 1e-4) for the model + lr 1e-5 for the EWGS intervals and
+  output scales (methods.md gives that group no weight decay: 0; PACT's clip level and LSQ's step,
+  which SQAKD ran on Tiny-ImageNet with one optimizer, train with the model), cosine to 0, 1200
+  epochs at batch 256; EWGS ``delta`` from a Hessian trace every 10 epochs (first at epoch 10) when
   ``ewgs_delta="hessian"``; ``"zero"`` is what the released code runs.
 * ``recipe="faqd"`` (§5a, the ``_full`` scripts): ResNet-20 student ← ResNet-110 teacher,
   ``quantize_model_faqd``, loss ``KD + 0.1·Σ_stages FA(adapter(f_s), f_t)`` (KD: logit MSE, or
   ``T²·KL`` summed, T = 5; FA or FFA; ``fa_type="none"`` = logit-only), a trained 1×1 adapter,
   SGD Nesterov 0.9 lr 0.01 wd 1e-4 (ReLU steps ``alpha``: wd 1e-6), cosine over 200 epochs,
-  batch 100, grad-norm clip 20. The student starts from an FP ResNet-20 (the dataset's shipped
-  one, else akamaster's on CIFAR-10): methods.md does not say how FAQD initialises it, and FP
-  weights are what SQAKD and QAT in general start from (``student_init="scratch"``: random).
+  batch 100, grad-norm clip 20. The student starts from random weights, as the reference does by
+  default (its ``--fine_tuning`` flag loads a pretrained *quantized* student instead, §5a);
+  ``student_init="auto"`` starts it from an FP ResNet-20 (the dataset's shipped one, else
+  akamaster's on CIFAR-10), as SQAKD and QAT in general do.
 
 Labels: a label-free run loads the training **images only** (``load_train_images``); its batches
 are image tensors, so no code path of the loop can reach a label. The "quantizer without SQAKD"
@@ -26,8 +28,11 @@ baselines are a separate, explicit mode: ``loss="ce"`` loads labels through
 The student trains in ``train()`` mode (BatchNorm on batch statistics, updating its running
 ones: ordinary QAT; methods.md notes no eval-mode BN for either method, unlike the zero-shot
 trainers); the teacher stays in ``eval()`` under ``no_grad``. The training set sits on the
-device as uint8, batches are cropped and flipped there (``akt_lib.augment``), bf16 autocast on
-CUDA (``amp``; not in either reference: a speed choice, recorded). Test accuracy after every
+device as uint8, batches are cropped and flipped there (``akt_lib.augment``). The arithmetic is
+float32, as in both references; ``amp=True`` adds bf16 autocast on CUDA, a speed variant that no
+reference has (methods.md §8 (ii)): the quantizers would then round bf16 values, so activations
+near a rounding boundary land on another level. Its records say so (``amp_dtype``, the method
+label), and the results tables leave them out. Test accuracy after every
 epoch (best *and* final recorded); atomic checkpoints every epoch and whenever a
 ``time_budget_s`` / ``stop_after_iters`` stop comes, mid-epoch included; resuming is bit-exact on
 the CPU. Not done: SQAKD's extra full-train-set evaluation each epoch (it needs labels and only
@@ -52,8 +57,7 @@ from .fast import compile_step, fused_kwargs, mark_step_begin, record_fast_mode,
 from .faqd import FAQDConfig, FeatureAdapter, QuantReLU, fa_loss, ffa_loss, logit_mse_loss
 from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
-from .qat import (QAT_METHODS, DoReFaActQuantizer, DoReFaWeightQuantizer, IntervalQuantizer, LSQQuantizer,
-                  PACTQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas)
+from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
 from .records import finish_record, load_checkpoint, new_record, save_checkpoint, save_record
 from .teacher import check_teacher_classes
@@ -71,7 +75,7 @@ PROFILES = ("smoke", "short", "paper")
 RECIPES: dict[str, dict] = {
     "sqakd": {},
     "faqd": dict(quantizer="faqd", loss="faqd", kd_T=5.0, epochs=200, batch_size=100, optimizer="sgd", lr=0.01,
-                 lr_q=None, weight_decay=1e-4, weight_decay_q=1e-6, grad_clip=20.0),
+                 lr_q=None, weight_decay=1e-4, weight_decay_q=1e-6, grad_clip=20.0, student_init="scratch"),
 }
 #: The ``smoke`` profile: CPU seconds, same code path. ``short`` = a tenth of the paper's epochs.
 SMOKE: dict = dict(epochs=2, batch_size=32, train_size=256, test_size=64, eval_batch_size=64,
@@ -127,7 +131,7 @@ class LabelFreeConfig:
     momentum: float = 0.9
     nesterov: bool = True
     grad_clip: float | None = None
-    amp: bool = True
+    amp: bool = False
     train_size: int | None = None
     test_size: int | None = None
     eval_batch_size: int = 200
@@ -279,8 +283,8 @@ def resolve_student_init(config: LabelFreeConfig, teacher: nn.Module, teacher_na
     """The FP model the student is quantized from: ``(name, model)``.
 
     ``"auto"``: the teacher itself when it has the student's ``arch`` (SQAKD), else the dataset's
-    pretrained FP ``arch`` (FAQD: a ResNet-20); ``"scratch"``: random weights (seeded); a name:
-    that ``TEACHERS`` entry.
+    pretrained FP ``arch`` (a ResNet-20 under a ResNet-110 teacher); ``"scratch"``: random weights
+    (seeded; FAQD's recipe); a name: that ``TEACHERS`` entry.
     """
     num_classes = check_dataset(config.dataset).num_classes
     if config.student_init == "scratch":
@@ -302,14 +306,18 @@ def resolve_student_init(config: LabelFreeConfig, teacher: nn.Module, teacher_na
 
 # --- one run: models, optimizer, losses ------------------------------------------------------------
 
-_QAT_QUANTIZERS = (IntervalQuantizer, PACTQuantizer, LSQQuantizer, DoReFaWeightQuantizer, DoReFaActQuantizer)
-
-
 def _quantizer_params(student: nn.Module) -> list[nn.Parameter]:
-    """Quantizer parameters (intervals, PACT/FAQD clip steps, LSQ steps, EWGS output scales)."""
+    """The parameters of the second group (``lr_q``, ``weight_decay_q``).
+
+    SQAKD's CIFAR code gives its EWGS intervals and output scales their own Adam at lr 1e-5
+    (§4a); FAQD gives its ReLU steps ``alpha`` their own weight decay (§5a). PACT's ``alpha`` and
+    LSQ's step are *not* in this group: SQAKD ran those quantizers on Tiny-ImageNet only, with one
+    optimizer for every parameter (§4a), and at lr 1e-5 without weight decay PACT's clip level
+    would hardly leave its initial 6 (it only gets gradient from values above it).
+    """
     params = []
     for m in student.modules():
-        if isinstance(m, _QAT_QUANTIZERS + (QuantReLU,)):
+        if isinstance(m, (IntervalQuantizer, QuantReLU)):
             params += list(m.parameters())
         elif isinstance(m, QATConv2d) and m.output_scale is not None:
             params.append(m.output_scale)
@@ -347,7 +355,6 @@ class _Run:
         q_params = [p for p in self.student.parameters() if id(p) in q_ids]
         if q_params:  # SQAKD: a second Adam at lr 1e-5, wd 0; FAQD: alpha with wd 1e-4 × 0.01
             groups.append({"params": q_params, "weight_decay": c.weight_decay_q, "lr": c.lr_q or c.lr})
-        self.params = model_params + q_params
         if c.optimizer == "adam":  # one Adam with two groups = SQAKD's two Adams (Adam is per parameter)
             self.opt = torch.optim.Adam(groups, lr=c.lr, **fused_kwargs(self.fast, device))
         else:
@@ -400,8 +407,8 @@ class _Run:
             parts = parts.clone()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        if self.config.grad_clip is not None:  # FAQD's _full scripts clip the student's gradients (not the adapter's)
+            nn.utils.clip_grad_norm_(list(self.student.parameters()), self.config.grad_clip)
         self.opt.step()
         return parts
 
@@ -438,11 +445,13 @@ def _method_label(c: LabelFreeConfig) -> str:
     q = {"ewgs": "EWGS" + (" (δ=0, STE)" if c.ewgs_delta == "zero" else ""), "pact": "PACT", "lsq": "LSQ",
          "dorefa": "DoReFa", "faqd": "FAQD quantizer"}[c.quantizer]
     if c.loss == "ce":
-        return f"{q}, trained with labels (CE)"
-    if c.loss == "sqakd_kl":
-        return f"{q} + SQAKD (label-free KL)"
-    kd = "logit MSE" if c.kd_loss == "mse" else f"KL T={c.kd_T:g}"
-    return f"{q} + FAQD ({kd}" + ("" if c.fa_type == "none" else f" + {c.fa_coef:g}·{c.fa_type.upper()}") + ")"
+        label = f"{q}, trained with labels (CE)"
+    elif c.loss == "sqakd_kl":
+        label = f"{q} + SQAKD (label-free KL)"
+    else:
+        kd = "logit MSE" if c.kd_loss == "mse" else f"KL T={c.kd_T:g}"
+        label = f"{q} + FAQD ({kd}" + ("" if c.fa_type == "none" else f" + {c.fa_coef:g}·{c.fa_type.upper()}") + ")"
+    return label + (" [bf16 autocast on CUDA]" if c.amp else "")
 
 
 # --- the trainer -------------------------------------------------------------------------------------
@@ -610,5 +619,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     finish_record(record)
     record["drop_best"] = record["teacher_acc"] - record["best_acc"]
     record["drop_final"] = record["teacher_acc"] - record["final_acc"]
+    last = [h["acc"] for h in record["history"][-5:]]  # SQAKD also logs the mean of the last 5 epochs (§4a)
+    record["last5_mean_acc"] = sum(last) / len(last)
     save("complete")
     return run.student, record

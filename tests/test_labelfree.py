@@ -176,6 +176,15 @@ def test_optimizer_groups_and_grad_clip(teacher, monkeypatch):
     assert {id(p) for p in q_g["params"]} == expected
     assert len(model_g["params"]) + len(q_g["params"]) == len(list(run.student.parameters()))
 
+    # PACT's clip level and LSQ's steps train with the model (SQAKD's one optimizer on Tiny-ImageNet):
+    # at lr 1e-5 without weight decay, PACT's alpha could hardly leave its initial 6.
+    for name, attr in (("pact+sqakd", "alpha"), ("lsq+sqakd", "scale")):
+        run = lf._Run(_row_config(name), teacher, teacher, torch.device("cpu"))
+        (model_g,) = run.opt.param_groups
+        learned = [getattr(m, attr) for m in run.student.modules() if isinstance(getattr(m, attr, None), torch.nn.Parameter)]
+        assert learned and {id(p) for p in learned} <= {id(p) for p in model_g["params"]}
+        assert (model_g["lr"], model_g["weight_decay"]) == (1e-3, 1e-4)
+
     run = lf._Run(_row_config("faqd-fa"), teacher, teacher, torch.device("cpu"))
     model_g, alpha_g = run.opt.param_groups
     assert isinstance(run.opt, torch.optim.SGD) and model_g["nesterov"] and model_g["momentum"] == 0.9
@@ -184,9 +193,12 @@ def test_optimizer_groups_and_grad_clip(teacher, monkeypatch):
     assert {id(p) for p in run.adapter.parameters()} <= {id(p) for p in model_g["params"]}  # _full: trained
     norms = []
     real = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda ps, m: norms.append(m) or real(ps, m))
+    clipped = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda ps, m: norms.append(m) or clipped.extend(ps) or real(ps, m))
     run.step(run.augment(fake_load_split("cifar10", "train")[0][:4]))
     assert norms == [20.0]
+    assert {id(p) for p in clipped} == {id(p) for p in run.student.parameters()}  # the adapter is not clipped
 
 
 def test_profiles_hold_the_papers_schedules():
@@ -196,6 +208,9 @@ def test_profiles_hold_the_papers_schedules():
     f = lf.LabelFreeConfig.from_profile("paper", "faqd")
     assert (f.epochs, f.batch_size, f.optimizer, f.lr, f.momentum, f.nesterov, f.grad_clip, f.fa_coef, f.kd_loss) \
         == (200, 100, "sgd", 0.01, 0.9, True, 20.0, 0.1, "mse")
+    # FAQD's reference starts the student from random weights (--fine_tuning loads a quantized one);
+    # SQAKD's from the FP teacher ("auto": the teacher itself when the architectures match).
+    assert (f.student_init, s.student_init) == ("scratch", "auto")
     assert lf.LabelFreeConfig.from_profile("short", "faqd").epochs == 20
     smoke = lf.LabelFreeConfig.from_profile("smoke", "faqd", seed=3)
     assert (smoke.epochs, smoke.train_size, smoke.test_size, smoke.seed, smoke.lr) == (2, 256, 64, 3, 0.01)
@@ -204,7 +219,7 @@ def test_profiles_hold_the_papers_schedules():
 
 
 def test_student_init_and_teacher_resolution(teacher, monkeypatch):
-    config = lf.LabelFreeConfig.from_profile("smoke", "faqd")
+    config = lf.LabelFreeConfig.from_profile("smoke", "faqd", student_init="auto")
     big = CIFARResNet(20)
     assert lf.resolve_student_init(config, big, "t") == ("teacher (t)", big)  # same arch: the teacher
     loaded = []
@@ -243,11 +258,22 @@ def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
     assert lx.main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("| pact+sqakd | W4A4"))
-    assert "| no | 1 |" in row and "random-resnet20" in row and "not obtained" in row
+    assert "| no | 1 |" in row and "random-resnet20" in row and "Tiny-ImageNet only" in row
     rows = lx.results_table("smoke", folder=tmp_path)
     assert len(rows) == sum(len(e.bits) for e in lx.EXPERIMENTS.values())
-    assert {r["paper"] for r in rows} == {"not obtained"}  # never a number we did not read
+    assert {r["paper"] for r in rows} == {"not obtained", "none"}  # never a number we did not read
+    assert {r["experiment"].split("+")[0] for r in rows if r["paper"] == "none"} == {"pact", "lsq", "dorefa"}
     assert next(r for r in rows if r["experiment"] == "pact" and r["bits"] == "W4A4")["best"] == "not run"
+    # A record of the bf16 speed variant never enters the float32 rows.
+    (path,) = tmp_path.glob("pact+sqakd-w4a4-*.json")
+    rec = json.loads(path.read_text())
+    rec.update(experiment="pact", config={**rec["config"], "amp": True})
+    (tmp_path / "pact-w4a4-amp.json").write_text(json.dumps(rec))
+    rows = lx.results_table("smoke", folder=tmp_path)
+    assert next(r for r in rows if r["experiment"] == "pact" and r["bits"] == "W4A4")["best"] == "not run"
+    assert next(r for r in rows if r["experiment"] == "pact+sqakd" and r["bits"] == "W4A4")["seeds"] == 1
+    assert lf._method_label(lf.LabelFreeConfig(amp=True)).endswith("[bf16 autocast on CUDA]")
+    assert "bf16" not in lf._method_label(lf.LabelFreeConfig())
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -297,3 +323,12 @@ def test_bad_inputs_elsewhere(teacher, capsys):
     with pytest.raises(ValueError, match="100 output classes"):
         lf.train_labelfree(_row_config("lsq+sqakd"), teacher=CIFARResNet(8, 100), student=teacher, progress=False,
                            device="cpu")
+
+
+def test_record_reports_the_mean_of_the_last_five_epochs(teacher):
+    # SQAKD's log reports the mean test accuracy of the last 5 epochs beside the best (§4a).
+    config = _row_config("ewgs-ste+sqakd", epochs=6, lr=0.05)
+    _, record = lf.train_labelfree(config, name="last5", teacher=teacher, student=teacher, progress=False,
+                                   device="cpu")
+    accs = [h["acc"] for h in record["history"]]
+    assert len(accs) == 6 and record["last5_mean_acc"] == pytest.approx(sum(accs[1:]) / 5)
