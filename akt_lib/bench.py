@@ -51,7 +51,7 @@ __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench
 PAPER_BATCH = {"gdfq": 200, "adadfq": 200, "akt": 200, "gdfq+ait": 200, "sqakd": 256, "teacher": 512}
 CASES = tuple(PAPER_BATCH)
 _ZSQ_SWITCHES = {"gdfq": {}, "adadfq": dict(generator_loss="adadfq", student_loss="adadfq"),
-                 "akt": dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper"),
+                 "akt": dict(generator_loss="adadfq", student_loss="adadfq", rfd="released"),
                  "gdfq+ait": dict(student_loss="ait", inundation=True)}
 LAYOUTS = ("nchw", "channels_last")
 PROFILES = {"paper": dict(steps=250, warmup=10, concurrency=(1, 2, 4)),  # loss curves compared over 260 steps

@@ -43,8 +43,9 @@ class Experiment:
     description: str
     overrides: dict = field(default_factory=dict)
     bits: tuple[str, ...] = ("w3a3", "w4a4", "w5a5")
-    baseline: str | None = None
+    baseline: str | None = None  # the row the paper's Δ is taken against
     kind: str = "zsq"  # "zsq" (train_zsq) or "ptq" (ZeroQ distilled data + calibration)
+    control: str | None = None  # the row that differs in the method's term alone (AKT: RFD ≡ 0)
 
 
 _AKT_SCHEDULE = dict(batch_size=200, epochs=200, lr_milestones=(100,))
@@ -56,15 +57,14 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("gdfq", "GDFQ: generator (CE + 0.1·BNS), student T²·KL + CE"),
     Experiment("gdfq+ait", "GDFQ + AIT: KL-only student loss, weight decay 0, gradient inundation",
                dict(student_loss="ait", weight_decay=0.0, inundation=True), bits=("w4a4", "w5a5"), baseline="gdfq"),
-    Experiment("gdfq+akt", "GDFQ + AKT: GDFQ's student loss mixed with refined feature distillation",
-               dict(rfd="paper"), baseline="gdfq"),
+    Experiment("gdfq+akt", "GDFQ + AKT: GDFQ's student loss + 1000·RFD (the AdaDFQ+AKT term; no GDFQ+AKT code was "
+               "released, so the pairing is the library's)", dict(rfd="released"), baseline="gdfq", control="gdfq"),
     Experiment("adadfq", "AdaDFQ: adaptive generator losses, entropy student loss (batch 16, 400 epochs)",
                dict(generator_loss="adadfq", student_loss="adadfq", **_ADADFQ_SCHEDULE)),
-    Experiment("adadfq+akt", "AdaDFQ + AKT: α·RFD + (1−α)·L_KL, AKT's schedule (batch 200, 200 epochs)",
-               dict(generator_loss="adadfq", student_loss="adadfq", rfd="paper", **_AKT_SCHEDULE), baseline="adadfq"),
-    Experiment("adadfq+akt-released", "AdaDFQ + AKT in the released code's loss form (L_KL + 1000·RFD, sums)",
+    Experiment("adadfq+akt", "AdaDFQ + AKT: L_KL + 1000·RFD summed over batch and layers (§2a, with working "
+               "feature lists), AKT's schedule (batch 200, 200 epochs)",
                dict(generator_loss="adadfq", student_loss="adadfq", rfd="released", **_AKT_SCHEDULE),
-               baseline="adadfq"),
+               baseline="adadfq", control="adadfq-bs200-rfd0"),
     Experiment("adadfq-bs200-rfd0", "Control: what AKT's released trainer really runs (AdaDFQ at batch 200 / "
                "200 epochs, RFD ≡ 0)",
                dict(generator_loss="adadfq", student_loss="adadfq", rfd="released-zero", **_AKT_SCHEDULE),
@@ -127,7 +127,7 @@ def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str
     Examples:
         >>> c = experiment_config("adadfq+akt", "w3a3", profile="short")
         >>> (c.epochs, c.iters_per_epoch, c.warmup_epochs, c.lr_milestones, c.rfd)
-        (20, 200, 4, (10,), 'paper')
+        (20, 200, 4, (10,), 'released')
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
@@ -282,8 +282,10 @@ def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
 def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
                   names: list[str] | None = None) -> list[dict]:
     """Ours vs the paper's, one row per (experiment, bits): mean ± std over seeds of best and
-    final accuracy, drop from our FP teacher, delta to the baseline, and the paper's numbers.
-    Rows with no record say ``"not run"``; never a paper number in our columns."""
+    final accuracy, drop from our FP teacher, delta to the baseline (the paper's Δ) and to the
+    control (the same row without the method's term: AKT's RFD), the training-step mode of the
+    runs (``akt_lib.fast``: ``off`` = eager, ``compile`` ...), and the paper's numbers. Rows with
+    no record say ``"not run"``; never a paper number in our columns."""
     by_row = run_records(profile, dataset, folder)
     rows = []
     for name in names or list(EXPERIMENTS):
@@ -291,8 +293,9 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
             rs = by_row.get((name, bits), [])
             best = [r["best_acc"] for r in rs]
             final = [r["final_acc"] for r in rs]
-            base = EXPERIMENTS[name].baseline
+            base, control = EXPERIMENTS[name].baseline, EXPERIMENTS[name].control
             base_best = [r["best_acc"] for r in by_row.get((base, bits), [])] if base else []
+            control_best = [r["best_acc"] for r in by_row.get((control, bits), [])] if control else []
             paper = paper_result(name, dataset, bits)
             paper_base = paper_result(base, dataset, bits) if base else None
             rows.append({
@@ -302,6 +305,10 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
                 "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f}"
                                   if best and base_best else "—"),
+                "Δ vs control": (f"{statistics.mean(best) - statistics.mean(control_best):+.2f}"
+                                 if best and control_best else "—"),
+                "steps": (" / ".join(sorted({str(r.get("fast", "off")) for r in rs})) or "—"
+                          if EXPERIMENTS[name].kind == "zsq" else "—"),  # PTQ trains nothing
                 "paper": f"{paper[0]:.2f}" if paper else "—",
                 "paper drop": f"{PAPER_FP[_paper_ds(dataset)] - paper[0]:.2f}" if paper else "—",
                 "paper Δ": f"{paper[0] - paper_base[0]:+.2f}" if paper and paper_base else "—",

@@ -30,7 +30,7 @@ __all__ = [
     "gdfq_generator_loss", "adadfq_generator_loss", "adadfq_margin_loss",
 ]
 
-RFD_FORMS = ("paper", "released")
+RFD_FORMS = ("released", "averaged")
 RELEASED_RFD_LAMBDA = 1000.0  # the released AKT trainer's `lam` (options.py, not the hocon)
 
 
@@ -121,27 +121,30 @@ def _attention_kl(a_s: torch.Tensor, a_t: torch.Tensor, tau: float) -> torch.Ten
 
 
 def rfd_loss(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor],
-             tau: float = 8.0, form: str = "paper") -> torch.Tensor:
+             tau: float = 8.0, form: str = "released") -> torch.Tensor:
     """AKT's refined feature distillation: KL between teacher and student attention maps.
 
     For each layer ``l`` and attention ``a`` in (spatial, channel):
     ``KL_l,a = KL(softmax(a(F_t)/tau) || softmax(a(F_s)/tau))`` per sample. Chapter 4.
 
-    * ``form="paper"``: each KL averaged over the batch, spatial + channel summed per layer,
-      then **averaged over layers** — the loss as the paper describes it, independent of batch
-      size and depth.
-    * ``form="released"``: the released trainer's arithmetic — reduction ``'sum'`` over the batch
-      (and positions/channels), **summed** over layers, and **multiplied by**
-      ``RELEASED_RFD_LAMBDA = 1000`` (its ``lam``). The ×1000 is part of this form, so the value
-      is exactly the term that trainer adds to its loss; divide by ``RELEASED_RFD_LAMBDA`` for the
-      raw sum. (As released, that term was always 0: its feature lists were empty, §2a'.)
+    * ``form="released"`` (the default): the arithmetic methods.md §2a reads from the authors'
+      trainer — reduction ``'sum'`` over the batch (and positions/channels), **summed** over
+      layers, and **multiplied by** ``RELEASED_RFD_LAMBDA = 1000`` (its ``lam``). The ×1000 is part
+      of this form, so the value is exactly the term that trainer adds to its loss; divide by
+      ``RELEASED_RFD_LAMBDA`` for the raw sum. This is RFD "as described" (§2a'), the form the
+      book trains with; the released trainer itself computed it on empty feature lists, so there
+      it was always 0.
+    * ``form="averaged"``: each KL averaged over the batch, spatial + channel summed per layer,
+      then **averaged over layers** — independent of batch size and depth, and ``1000·N·L`` times
+      smaller than ``"released"``. A normalisation of the library's own (the paper body could not
+      be read), kept to show how small the divergences are per image and layer (chapter 4).
 
     Args:
         student_feats: list of student feature maps, each ``(N, C_l, H_l, W_l)``.
         teacher_feats: the teacher's maps of the same images, same length and shapes. Detached
             here: the teacher is the target.
         tau: softmax temperature of the attentions (AKT's ``fd_temperature`` = 8).
-        form: ``"paper"`` or ``"released"``.
+        form: ``"released"`` or ``"averaged"``.
 
     Returns:
         Scalar tensor, ``>= 0``; 0 when the features are equal.
@@ -177,10 +180,10 @@ def rfd_loss(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torc
         ft = ft.detach()
         kl_sp = _attention_kl(spatial_attention(fs), spatial_attention(ft), tau)  # (N,)
         kl_ch = _attention_kl(channel_attention(fs), channel_attention(ft), tau)  # (N,)
-        reduce = torch.mean if form == "paper" else torch.sum
+        reduce = torch.mean if form == "averaged" else torch.sum
         per_layer.append(reduce(kl_sp) + reduce(kl_ch))
     total = torch.stack(per_layer)  # (L,)
-    return total.mean() if form == "paper" else RELEASED_RFD_LAMBDA * total.sum()
+    return total.mean() if form == "averaged" else RELEASED_RFD_LAMBDA * total.sum()
 
 
 # --- student losses (§1.6, §2a, §3a) -----------------------------------------------------------
@@ -279,19 +282,22 @@ def adadfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float
 
 def akt_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, student_feats: Sequence[torch.Tensor],
                      teacher_feats: Sequence[torch.Tensor], alpha: float = 0.5, tau: float = 8.0,
-                     form: str = "paper", T: float = 20.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     form: str = "released", T: float = 20.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """AKT's student loss: entropy "KD" of AdaDFQ plus refined feature distillation (chapter 4, §2a).
 
-    * ``form="paper"``: ``alpha·rfd_loss(form="paper") + (1 - alpha)·adadfq_student_loss``.
-    * ``form="released"``: ``adadfq_student_loss + rfd_loss(form="released")`` — the released
-      trainer's sum, whose RFD term carries the factor 1000 and no ``alpha`` (``alpha`` ignored).
+    * ``form="released"`` (the default): ``adadfq_student_loss + rfd_loss(form="released")`` — the
+      trainer's sum (methods.md §2a), whose RFD term carries the factor 1000 and no ``alpha``
+      (``alpha`` ignored). The paper's ``α·L_RFD + (1 − α)·L_KL`` is realised by that factor (§2a).
+    * ``form="averaged"``: ``alpha·rfd_loss(form="averaged") + (1 - alpha)·adadfq_student_loss``,
+      the paper's mixing applied to the library's averaged RFD (``alpha = 0.5`` comes from a
+      third-party summary, unverified). Its RFD gradient is about a millionth of the logit loss's.
 
     Args:
         s_logits, t_logits: ``(B, C)``.
         student_feats, teacher_feats: matching lists of ``(B, C_l, H_l, W_l)`` maps (e.g. from
             ``akt_lib.features.FeatureTap``); the teacher's are detached.
-        alpha: RFD weight of the paper's form, in [0, 1].
-        tau: attention temperature; form: ``"paper"`` or ``"released"``; T: KD temperature.
+        alpha: RFD weight of the averaged form, in [0, 1].
+        tau: attention temperature; form: ``"released"`` or ``"averaged"``; T: KD temperature.
 
     Returns:
         ``(loss, parts)``: the scalar loss to backpropagate, and a dict of detached scalar
@@ -303,11 +309,11 @@ def akt_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, student_fea
         >>> sorted(parts), float(parts["rfd"])
         (['kd', 'rfd'], 0.0)
     """
-    if form == "paper" and not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+    if form == "averaged" and not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     kd = adadfq_student_loss(s_logits, t_logits, T)
     rfd = rfd_loss(student_feats, teacher_feats, tau=tau, form=form)
-    loss = alpha * rfd + (1.0 - alpha) * kd if form == "paper" else kd + rfd
+    loss = alpha * rfd + (1.0 - alpha) * kd if form == "averaged" else kd + rfd
     return loss, {"kd": kd.detach(), "rfd": rfd.detach()}
 
 

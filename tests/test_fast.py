@@ -111,7 +111,7 @@ def test_zsq_fast_path_trains_like_eager():
     # is checked on its own above: on ResNet-20's 21 weights it compiles for minutes on a CPU.)
     from akt_lib.zsq import _Run, smoke_config
 
-    config = smoke_config(generator_loss="adadfq", student_loss="adadfq", rfd="paper", batch_size=4)
+    config = smoke_config(generator_loss="adadfq", student_loss="adadfq", rfd="released", batch_size=4)
     torch.manual_seed(0)
     teacher = build_model("resnet20", 10).eval()
     runs, losses = [], []

@@ -78,9 +78,9 @@ def np_rfd(fs_list, ft_list, tau, form):
         for att in (np_spatial, np_channel):
             a_s, a_t = att(fs), att(ft)
             kls = [np_kl(np_softmax(a_t[i] / tau), np_softmax(a_s[i] / tau)) for i in range(fs.shape[0])]
-            term += (sum(kls) / len(kls)) if form == "paper" else sum(kls)
+            term += (sum(kls) / len(kls)) if form == "averaged" else sum(kls)
         layer_terms.append(term)
-    if form == "paper":
+    if form == "averaged":
         return sum(layer_terms) / len(layer_terms)
     return 1000.0 * sum(layer_terms)
 
@@ -118,7 +118,7 @@ def test_attention_rejects_non_4d(fn):
 
 # --- rfd_loss -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("form", ["paper", "released"])
+@pytest.mark.parametrize("form", ["averaged", "released"])
 @pytest.mark.parametrize("tau", [8.0, 0.5])
 def test_rfd_matches_brute_force(form, tau):
     fs, ft = _feats(SHAPES, seed=2), _feats(SHAPES, seed=3)
@@ -127,23 +127,24 @@ def test_rfd_matches_brute_force(form, tau):
     assert got > 0
 
 
-def test_rfd_paper_averages_layers_and_is_batch_size_free():
+def test_rfd_averaged_averages_layers_and_is_batch_size_free():
     fs, ft = _feats(SHAPES, seed=4), _feats(SHAPES, seed=5)
-    per_layer = [rfd_loss([a], [b]) for a, b in zip(fs, ft)]
-    torch.testing.assert_close(rfd_loss(fs, ft), torch.stack(per_layer).mean())
-    doubled = rfd_loss([torch.cat([a, a]) for a in fs], [torch.cat([b, b]) for b in ft])
-    torch.testing.assert_close(doubled, rfd_loss(fs, ft))  # batch-mean: unchanged
+    per_layer = [rfd_loss([a], [b], form="averaged") for a, b in zip(fs, ft)]
+    torch.testing.assert_close(rfd_loss(fs, ft, form="averaged"), torch.stack(per_layer).mean())
+    doubled = rfd_loss([torch.cat([a, a]) for a in fs], [torch.cat([b, b]) for b in ft], form="averaged")
+    torch.testing.assert_close(doubled, rfd_loss(fs, ft, form="averaged"))  # batch-mean: unchanged
     released = rfd_loss([torch.cat([a, a]) for a in fs], [torch.cat([b, b]) for b in ft], form="released")
     torch.testing.assert_close(released, 2 * rfd_loss(fs, ft, form="released"))  # batch-sum: doubles
 
 
 def test_rfd_released_is_1000_times_the_raw_sum():
     fs, ft = _feats(SHAPES, seed=6), _feats(SHAPES, seed=7)
-    raw = sum(rfd_loss([a], [b], form="paper") * a.shape[0] for a, b in zip(fs, ft))  # sum over batch & layers
+    raw = sum(rfd_loss([a], [b], form="averaged") * a.shape[0] for a, b in zip(fs, ft))  # sum over batch & layers
     torch.testing.assert_close(rfd_loss(fs, ft, form="released"), RELEASED_RFD_LAMBDA * raw)
+    torch.testing.assert_close(rfd_loss(fs, ft), rfd_loss(fs, ft, form="released"))  # the default form
 
 
-@pytest.mark.parametrize("form", ["paper", "released"])
+@pytest.mark.parametrize("form", ["averaged", "released"])
 def test_rfd_zero_for_equal_features(form):
     fs = _feats(SHAPES, seed=8)
     assert abs(rfd_loss(fs, [f.clone() for f in fs], form=form).item()) < 1e-12
@@ -257,11 +258,11 @@ def test_student_loss_bad_inputs():
 
 # --- AKT student loss -----------------------------------------------------------------------------
 
-def test_akt_paper_form():
+def test_akt_averaged_form():
     s, t, _ = _logits(b=3, seed=17)
     fs, ft = _feats(SHAPES, seed=18), _feats(SHAPES, seed=19)
-    loss, parts = akt_student_loss(s, t, fs, ft, alpha=0.3)
-    kd, rfd = adadfq_student_loss(s, t), np_rfd(fs, ft, 8.0, "paper")
+    loss, parts = akt_student_loss(s, t, fs, ft, alpha=0.3, form="averaged")
+    kd, rfd = adadfq_student_loss(s, t), np_rfd(fs, ft, 8.0, "averaged")
     assert parts["rfd"].item() == pytest.approx(rfd, rel=1e-9)
     torch.testing.assert_close(parts["kd"], kd)
     assert loss.item() == pytest.approx(0.3 * rfd + 0.7 * kd.item(), rel=1e-9)
@@ -274,6 +275,7 @@ def test_akt_released_form_has_no_alpha():
     rfd = np_rfd(fs, ft, 8.0, "released")
     assert parts["rfd"].item() == pytest.approx(rfd, rel=1e-9)
     assert loss.item() == pytest.approx(adadfq_student_loss(s, t).item() + rfd, rel=1e-9)
+    assert akt_student_loss(s, t, fs, ft)[0].item() == pytest.approx(loss.item(), rel=1e-12)  # the default form
 
 
 def test_akt_gradients_and_errors():
@@ -287,7 +289,7 @@ def test_akt_gradients_and_errors():
     assert s.grad is not None and all(f.grad is not None for f in fs)
     assert t.grad is None and all(f.grad is None for f in ft)
     with pytest.raises(ValueError, match="alpha"):
-        akt_student_loss(s, t, fs, ft, alpha=1.5)
+        akt_student_loss(s, t, fs, ft, alpha=1.5, form="averaged")
     with pytest.raises(ValueError, match="must really distil"):
         akt_student_loss(s, t, [], [])
 
