@@ -311,9 +311,10 @@ def _quantizer_params(student: nn.Module) -> list[nn.Parameter]:
 
     SQAKD's CIFAR code gives its EWGS intervals and output scales their own Adam at lr 1e-5
     (§4a); FAQD gives its ReLU steps ``alpha`` their own weight decay (§5a). PACT's ``alpha`` and
-    LSQ's step are *not* in this group: SQAKD ran those quantizers on Tiny-ImageNet only, with one
-    optimizer for every parameter (§4a), and at lr 1e-5 without weight decay PACT's clip level
-    would hardly leave its initial 6 (it only gets gradient from values above it).
+    LSQ's step are *not* in this group: SQAKD ran those quantizers on Tiny-ImageNet only (§4a), where
+    its ``TinyImageNet/main.py`` builds one optimizer over every parameter (methods.md does not
+    record this), and at lr 1e-5 without weight decay PACT's clip level would hardly leave its
+    initial 6 (it only gets gradient from values above it).
     """
     params = []
     for m in student.modules():
