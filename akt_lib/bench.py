@@ -223,6 +223,11 @@ def bench_case(case: str, batch_size: int, device: torch.device, modes: tuple[st
     choice and atomics) is the yardstick for a fast mode's differences.
     """
     def run(mode: str, layout: str = "nchw") -> tuple[Callable[[], torch.Tensor], dict]:
+        # A fresh Dynamo cache per variant: its compiled versions per function are capped (8), shared
+        # by every _Run and every torch.compile call of the process, so after a few cases, modes and
+        # layouts the later variants would fail with a recompile limit instead of being measured.
+        # (Inductor's on-disk caches stay: compile_s is a warm-cache compile after the first variant.)
+        torch._dynamo.reset()
         _sync(device)
         t0 = time.perf_counter()
         step = make_step(case, batch_size, device, fast=mode, layout=layout)
@@ -328,15 +333,21 @@ def bench_concurrency(case: str, batch_size: int, device: torch.device, mode: st
             cmd = [sys.executable, "-m", "akt_lib", "bench", "--child", tmp, "--cases", case, "--device", str(device),
                    "--fast", mode, "--steps", str(steps), "--warmup", str(warmup), "--batch-size", str(batch_size),
                    "--children", str(k)]
-            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(k)]
+            # Each child writes to its own files: a pipe read only after its sibling finished could fill
+            # up and block a child (at the barrier, or worse, while it is being timed).
+            logs = [(Path(tmp) / f"child{i}.out", Path(tmp) / f"child{i}.err") for i in range(k)]
+            procs = []
+            for out_path, err_path in logs:
+                with open(out_path, "w") as out, open(err_path, "w") as err:
+                    procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, text=True))
             results = []
             try:
-                for p in procs:
-                    out, err = p.communicate()
+                for p, (out_path, err_path) in zip(procs, logs):
+                    p.wait()
                     if p.returncode != 0:
-                        raise RuntimeError(f"a benchmark child failed (rc {p.returncode}):\n{err[-2000:]}")
-                    results.append(json.loads(out.strip().splitlines()[-1]))
+                        raise RuntimeError(f"a benchmark child failed (rc {p.returncode}):\n"
+                                           f"{err_path.read_text()[-2000:]}")
+                    results.append(json.loads(out_path.read_text().strip().splitlines()[-1]))
             finally:
                 for p in procs:  # on failure, the siblings waiting at the barrier go too
                     if p.poll() is None:

@@ -33,7 +33,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "mark_step_begin", "fused_kwargs", "record_fast_mode"]
+__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "fallbacks", "mark_step_begin", "fused_kwargs",
+           "record_fast_mode"]
 
 FAST_MODES = ("auto", "off", "compile", "cudagraphs")
 
@@ -75,6 +76,7 @@ class _Compiled:
     def __init__(self, fn: Callable, compiled: Callable, name: str, fallback: bool):
         self.fn, self.compiled, self.name, self.fallback = fn, compiled, name, fallback
         self.first = True
+        self.fallback_error: str | None = None  # set when "auto" fell back to eager
 
     def __call__(self, *args, **kwargs):
         if not self.first:
@@ -89,6 +91,7 @@ class _Compiled:
                           "Pass fast='off' to silence this, or report it with your torch version.",
                           RuntimeWarning, stacklevel=2)
             self.compiled = self.fn
+            self.fallback_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             return self.fn(*args, **kwargs)
 
 
@@ -116,6 +119,18 @@ def compile_step(fn: Callable, mode: str, name: str = "step", fallback: bool = F
     options = {"mode": "reduce-overhead"} if mode == "cudagraphs" and backend == "inductor" else {}
     compiled = torch.compile(fn, fullgraph=fullgraph, dynamic=False, backend=backend, **options)
     return _Compiled(fn, compiled, name, fallback)
+
+
+def fallbacks(*steps: Callable) -> dict[str, str]:
+    """``{name: error}`` for the compiled steps among ``steps`` that fell back to eager (``"auto"``).
+
+    A run records it, so a run whose compilation failed does not claim to have run compiled.
+
+    Examples:
+        >>> fallbacks(len, compile_step(len, "off"))
+        {}
+    """
+    return {s.name: s.fallback_error for s in steps if isinstance(s, _Compiled) and s.fallback_error}
 
 
 def mark_step_begin(mode: str) -> None:

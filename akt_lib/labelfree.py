@@ -53,13 +53,14 @@ from torch import nn
 from .augment import random_crop_flip
 from .data import check_dataset, fixed_subset, load_split, normalize
 from .evaluate import evaluate
-from .fast import compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .faqd import FAQDConfig, FeatureAdapter, QuantReLU, fa_loss, ffa_loss, logit_mse_loss
 from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
 from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
-from .records import finish_record, load_checkpoint, new_record, save_checkpoint, save_record
+from .records import (StopOnSignal, finish_record, load_checkpoint, module_fingerprint, new_record,
+                      save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
 
@@ -497,10 +498,25 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     if not isinstance(config, LabelFreeConfig):
         raise TypeError(f"config must be a LabelFreeConfig, got {type(config).__name__}")
     device = get_device(device) if not isinstance(device, torch.device) else device
+    record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
+    state = None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)  # on the CPU: RNG states must stay there; weights are copied over
+        if state.get("config") != config.to_dict() or state.get("device_type") != device.type:
+            raise ValueError(f"checkpoint {ckpt_path} was written with another config or device type "
+                             f"({state.get('device_type')}); delete it or pass resume=False")
     teacher_name = "given"
     if teacher is None:
-        teacher_name, teacher = resolve_teacher(config)
+        stored = state["record"].get("teacher") if state is not None else None
+        if stored not in (None, "given"):  # a resumed run keeps the teacher it started with
+            teacher_name, teacher = stored, load_teacher(stored)
+        else:
+            teacher_name, teacher = resolve_teacher(config)
     check_teacher_classes(teacher, config.dataset)
+    teacher_sha = module_fingerprint(teacher)
+    if state is not None and state["record"].get("teacher_sha256", teacher_sha) != teacher_sha:
+        raise ValueError(f"checkpoint {ckpt_path} was trained against another teacher ({teacher_name} has other "
+                         "weights now): resuming would mix two teachers in one run; pass resume=False")
     init_name = "given"
     if student is None:
         init_name, student = resolve_student_init(config, teacher, teacher_name)
@@ -532,15 +548,14 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
         def batch_of(i):  # label-free: an image tensor, nothing else
             return run.augment(images[i])
 
-    record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
     epoch, step, order, sums, record = 0, 0, None, None, None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)  # on the CPU: RNG states must stay there; weights are copied over
-        if state.get("config") != config.to_dict() or state.get("device_type") != device.type:
-            raise ValueError(f"checkpoint {ckpt_path} was written with another config or device type "
-                             f"({state.get('device_type')}); delete it or pass resume=False")
+    if state is not None:
         run.load_state_dict(state["run"])
         epoch, step, order, sums, record = (state[k] for k in ("epoch", "step", "order", "sums", "record"))
+        if record.get("status") == "complete":  # nothing to do: the finished run, its record untouched
+            run.remove_hooks()
+            run.student.eval()
+            return run.student, record
         order, sums = (None, None) if order is None else (order.to(device), sums.to(device))
     else:
         if any(isinstance(m, QATConv2d) for m in run.student.modules()):
@@ -549,7 +564,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
             init_qat_model(run.student, run.augment(images[first]))
         record = new_record("labelfree", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
         record.update(recipe=config.recipe, method=_method_label(config), labels_used=config.supervised,
-                      teacher=teacher_name, teacher_arch=arch_of(teacher), student_init=init_name,
+                      teacher=teacher_name, teacher_sha256=teacher_sha, teacher_arch=arch_of(teacher),
+                      student_init=init_name,
                       student_arch=arch_of(student),
                       train_size=n, test_size=int(x_test.shape[0]), steps_per_epoch=steps,
                       amp_dtype="bfloat16" if run.amp else None, data_on_device=True, ewgs_updates=[],
@@ -557,11 +573,15 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                       init_acc=evaluate(run.student, x_test, y_test, config.dataset, config.eval_batch_size),
                       **(tags or {}))
     record_fast_mode(record, run.fast)
+    start_segment(record, device, run.fast, epoch * steps + step)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
     def save(status: str) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
+        failed = fallbacks(run.loss_step)
+        if failed:  # "auto" ran the step eagerly after a compile error: the record must not say "compile"
+            record["segments"][-1]["eager_fallback"] = failed
         if ckpt_path is not None:
             save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
                              "epoch": epoch, "step": step, "order": order, "sums": sums, "record": record},
@@ -569,14 +589,17 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
         if record_path is not None:
             save_record(record, record_path)
 
+    signals = StopOnSignal()  # SIGTERM (a runner or `timeout` ending the command): stop cleanly
+
     def must_stop(it: int) -> bool:
-        return (stop_after_iters is not None and it >= stop_after_iters) or \
+        return (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \
             (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s)
 
     c = config
     bar = tqdm(total=c.epochs * steps, initial=epoch * steps + step, disable=not progress, desc=name, leave=False)
     stopped, old_benchmark = False, torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
+    signals.__enter__()
     try:
         while epoch < c.epochs and not stopped:
             t_epoch = time.perf_counter()
@@ -613,6 +636,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
             if not stopped:
                 save("running")
     finally:
+        signals.__exit__(None, None, None)
         bar.close()
         run.remove_hooks()
         torch.backends.cudnn.benchmark = old_benchmark

@@ -17,10 +17,14 @@ complete state.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import platform
+import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +34,8 @@ import torch
 from .data import check_dataset
 from .utils import device_name, git_commit
 
-__all__ = ["new_record", "finish_record", "commit_of", "save_record", "load_record", "load_records",
-           "save_checkpoint", "load_checkpoint", "results_dir"]
+__all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
+           "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "StopOnSignal"]
 
 RECORD_VERSION = 1
 
@@ -67,6 +71,86 @@ def new_record(kind: str, name: str, dataset: str, config: dict, seed: int, prof
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": "running",
     }
+
+
+def start_segment(record: dict, device: torch.device | str, fast: str | None, start: int) -> dict:
+    """Note in ``record["segments"]`` the code and machine of one start or resume of the run.
+
+    A run stopped by a time budget may resume under another commit, on another GPU or in another
+    step mode: the top-level ``commit``/``device``/``torch`` name the first segment only, so every
+    segment is listed, and ``mixed_commits`` says when the run's iterations came from more than one
+    commit (its numbers then describe no single version of the code).
+
+    Examples:
+        >>> rec = {}
+        >>> seg = start_segment(rec, "cpu", "off", 0)
+        >>> sorted(seg), rec["mixed_commits"]
+        (['commit', 'device', 'fast', 'start', 'started', 'torch'], False)
+    """
+    seg = {"start": int(start), "commit": git_commit(), "device": device_name(device), "torch": torch.__version__,
+           "fast": fast, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record.setdefault("segments", []).append(seg)
+    record["mixed_commits"] = len({s["commit"] for s in record["segments"]}) > 1
+    return seg
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names, shapes, dtypes and values): which weights a run used.
+
+    Examples:
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> module_fingerprint(a) == module_fingerprint(a), module_fingerprint(a) == module_fingerprint(b)
+        (True, False)
+    """
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # 1-D: scalars (BN counters) too
+    return h.hexdigest()
+
+
+class StopOnSignal:
+    """``with StopOnSignal() as stop:`` … ``if stop.requested: save and return``.
+
+    While active (main thread only), SIGTERM — what ``timeout``, a job runner or a machine's
+    shutdown sends — sets ``requested`` instead of killing the process, so a training loop can
+    write its checkpoint and a ``"stopped"`` record at the next iteration. The previous handler
+    comes back on exit. Elsewhere (a worker thread) it does nothing.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.signals, self.requested, self._old = tuple(signals), False, {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(file)`` to a unique temporary file beside ``path``, flush it to disk, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make results unreadable to anyone else
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def commit_of(record: dict) -> str | None:
@@ -110,10 +194,8 @@ def _jsonable(obj: Any) -> Any:
 def save_record(record: dict, path: str | os.PathLike) -> Path:
     """Write ``record`` as pretty JSON, atomically. Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
-    tmp.replace(path)
+    text = (json.dumps(_jsonable(record), indent=1) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(text))
     return path
 
 
@@ -148,10 +230,7 @@ def load_records(folder: str | os.PathLike | None = None, kind: str | None = Non
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (temporary file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    _atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

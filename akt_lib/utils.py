@@ -59,7 +59,8 @@ def git_commit(short: bool = False) -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=repo,
                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "akt_lib"],
+        # Untracked files count too: a new module of the library changes what runs.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", "akt_lib"],
                                cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -38,12 +38,13 @@ from . import losses as L
 from .bns import BNStatsTap, bns_loss
 from .data import check_dataset, fixed_subset, load_split
 from .evaluate import evaluate
-from .fast import compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
-from .records import finish_record, load_checkpoint, new_record, save_checkpoint, save_record
+from .records import (StopOnSignal, finish_record, load_checkpoint, module_fingerprint, new_record,
+                      save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
 __all__ = ["ZSQConfig", "train_zsq", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
@@ -315,8 +316,8 @@ class _Run:
         self.opt_g.load_state_dict(state["opt_g"])
         self.sched_s.load_state_dict(state["sched_s"])
         self.sched_g.load_state_dict(state["sched_g"])
-        self.rng.set_state(state["rng"].to(self.rng.get_state().device))
-        torch.set_rng_state(state["torch_rng"])
+        self.rng.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, CUDA generators too
+        torch.set_rng_state(state["torch_rng"].cpu())
         if all(state["act_frozen"]):
             freeze_act_ranges(self.student)
         else:
@@ -371,47 +372,75 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     """
     from tqdm.auto import tqdm
 
+    from .models import load_teacher
+
     if not isinstance(config, ZSQConfig):
         raise TypeError(f"config must be a ZSQConfig, got {type(config).__name__}")
     device = get_device(device) if not isinstance(device, torch.device) else device
+    record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
+    state = None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        # On the CPU: RNG states must stay there; weights and optimizer state move to the device
+        # when loaded into the run.
+        state = load_checkpoint(ckpt_path, map_location="cpu")
+        if state["config"] != config.to_dict():
+            raise ValueError(f"checkpoint {ckpt_path} was written with a different config; "
+                             "delete it or pass resume=False")
+        if state.get("device_type", device.type) != device.type:
+            raise ValueError(f"checkpoint {ckpt_path} was written on {state['device_type']}, this run is on "
+                             f"{device.type}: resume it there, or pass resume=False to start again")
+
     teacher_name = "given"
     if teacher is None:
-        teacher_name, teacher = resolve_teacher(config)
+        stored = state["record"].get("teacher") if state is not None else None
+        if stored not in (None, "given"):  # a resumed run keeps the teacher it started with
+            teacher_name, teacher = stored, load_teacher(stored)
+        else:
+            teacher_name, teacher = resolve_teacher(config)
     teacher = copy.deepcopy(teacher)
+    teacher_sha = module_fingerprint(teacher)
+    if state is not None and state["record"].get("teacher_sha256", teacher_sha) != teacher_sha:
+        raise ValueError(f"checkpoint {ckpt_path} was trained against another teacher ({teacher_name} has other "
+                         "weights now): resuming would mix two teachers in one run; pass resume=False")
     run = _Run(config, teacher, device, fast=fast)
 
     images, labels = load_split(config.dataset, "test")
     if config.eval_subset is not None:
         idx = fixed_subset(config.eval_subset, len(labels), seed=0)
         images, labels = images[idx], labels[idx]
-    record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
 
     start_iter, record, loss_sums, loss_count = 0, None, None, 0
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        if state["config"] != config.to_dict():
-            raise ValueError(f"checkpoint {ckpt_path} was written with a different config; "
-                             "delete it or pass resume=False")
+    if state is not None:
         run.load_state_dict(state["run"])
         start_iter, record = state["iteration"], state["record"]
+        if record.get("status") == "complete":  # nothing to do: the finished run, its record untouched
+            run.remove_hooks()
+            return run.student, record
         loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
         loss_sums = loss_sums.to(device) if loss_sums is not None else None
     if record is None:
         record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
         record["teacher"] = teacher_name
+        record["teacher_sha256"] = teacher_sha
         record["teacher_acc"] = evaluate(run.teacher, images, labels, config.dataset, config.eval_batch_size)
         record["method"] = _method_label(config)
         record["loss_stat"] = "mean over the epoch's iterations"
         record.update(tags or {})
     record_fast_mode(record, run.fast)
+    start_segment(record, device, run.fast, start_iter)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
+    compiled = (run.generator_forward, run.student_forward, run.student_update)
 
     def save(iteration: int, status: str) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
+        failed = fallbacks(*compiled)
+        if failed:  # "auto" ran these eagerly after a compile error: the record must not say "compile"
+            record["segments"][-1]["eager_fallback"] = failed
         if ckpt_path is not None:
-            save_checkpoint({"config": config.to_dict(), "run": run.state_dict(), "iteration": iteration,
-                             "record": record, "loss_sums": loss_sums, "loss_count": loss_count}, ckpt_path)
+            save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
+                             "iteration": iteration, "record": record, "loss_sums": loss_sums,
+                             "loss_count": loss_count}, ckpt_path)
         if record_path is not None:
             save_record(record, record_path)
 
@@ -421,54 +450,55 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
     stopped = False
-    try:
-        while it < c.total_iters:
-            epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
-            warm = epoch < c.warmup_epochs
-            # An epoch's Python-side settings, at its start and again after resuming mid-epoch (the
-            # inundation cap is not part of any state_dict).
-            if i_in_epoch == 0 or it == start_iter:
-                if warm:
-                    unfreeze_act_ranges(run.student)
-                if c.inundation:
-                    run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
-                    # AIT caps the scale search during warm-up and one epoch beyond (§3a).
-                    run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
-            stats = run.step(train_student=not warm)
-            # The epoch's losses are summed on the device (no host sync per iteration) and
-            # averaged into the history at the epoch's end.
-            step_losses = torch.stack([stats[k] for k in LOSS_KEYS])
-            if i_in_epoch == 0 or loss_sums is None:
-                loss_sums, loss_count = step_losses, 0
-            else:
-                loss_sums = loss_sums + step_losses
-            loss_count += 1
-            it += 1
-            bar.update(1)
-            if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
-                freeze_act_ranges(run.student)
-                acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
-                means = (loss_sums / loss_count).tolist()
-                record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                          "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(LOSS_KEYS, means))})
-                loss_sums, loss_count = None, 0
-                run.sched_g.step()
-                with warnings.catch_warnings():
-                    # During warm-up the student optimizer has not stepped yet; the reference steps
-                    # both schedules every epoch regardless, and so do we.
-                    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-                    run.sched_s.step()
-                bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-                save(it, "running")
-            elif it % c.checkpoint_every == 0:
-                save(it, "running")
-            if (stop_after_iters is not None and it >= stop_after_iters) or \
-                    (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
-                stopped = it < c.total_iters
-                break
-    finally:
-        torch.backends.cudnn.benchmark = old_benchmark
-        bar.close()
+    with StopOnSignal() as signals:  # SIGTERM (a runner or `timeout` ending the command): stop cleanly
+        try:
+            while it < c.total_iters:
+                epoch, i_in_epoch = divmod(it, c.iters_per_epoch)
+                warm = epoch < c.warmup_epochs
+                # An epoch's Python-side settings, at its start and again after resuming mid-epoch (the
+                # inundation cap is not part of any state_dict).
+                if i_in_epoch == 0 or it == start_iter:
+                    if warm:
+                        unfreeze_act_ranges(run.student)
+                    if c.inundation:
+                        run.opt_s.set_threshold(threshold_at_epoch(epoch, c.gi_threshold, c.lr_milestones, c.lr_gamma))
+                        # AIT caps the scale search during warm-up and one epoch beyond (§3a).
+                        run.opt_s.cap_scale = scale_cap_at_epoch(epoch, c.warmup_epochs)
+                stats = run.step(train_student=not warm)
+                # The epoch's losses are summed on the device (no host sync per iteration) and
+                # averaged into the history at the epoch's end.
+                step_losses = torch.stack([stats[k] for k in LOSS_KEYS])
+                if i_in_epoch == 0 or loss_sums is None:
+                    loss_sums, loss_count = step_losses, 0
+                else:
+                    loss_sums = loss_sums + step_losses
+                loss_count += 1
+                it += 1
+                bar.update(1)
+                if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
+                    freeze_act_ranges(run.student)
+                    acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
+                    means = (loss_sums / loss_count).tolist()
+                    record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
+                                              "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(LOSS_KEYS, means))})
+                    loss_sums, loss_count = None, 0
+                    run.sched_g.step()
+                    with warnings.catch_warnings():
+                        # During warm-up the student optimizer has not stepped yet; the reference steps
+                        # both schedules every epoch regardless, and so do we.
+                        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                        run.sched_s.step()
+                    bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+                    save(it, "running")
+                elif it % c.checkpoint_every == 0:
+                    save(it, "running")
+                if (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \
+                        (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
+                    stopped = it < c.total_iters
+                    break
+        finally:
+            torch.backends.cudnn.benchmark = old_benchmark
+            bar.close()
     run.remove_hooks()
     if stopped:
         save(it, "stopped")

@@ -194,3 +194,17 @@ def test_bench_times_the_layouts_and_keeps_the_trainers_best_mode_flat(tmp_path)
         bench.variant_key("compile", "nhwc")
     with pytest.raises(SystemExit):
         bench.main(["--layouts", "nhwc", "--device", "cpu", "--out", str(tmp_path)])
+
+
+def test_every_variant_compiles_afresh_whatever_ran_before(monkeypatch):
+    # Dynamo caps the compiled versions of one function per process; variants compiled earlier in
+    # the same benchmark must not use them up (the cap is 8: a limit of 1 shows it with 2 variants).
+    import torch._dynamo
+
+    monkeypatch.setenv("AKT_COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    out = bench.bench_case("teacher", 2, torch.device("cpu"), ("off", "compile"), steps=1, warmup=1,
+                           layouts=("nchw", "channels_last"))
+    assert list(out) == ["off", "compile", "eager, channels_last", "compile, channels_last"]
+    assert not [k for k, v in out.items() if "error" in v]

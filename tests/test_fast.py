@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from akt_lib import fast
-from akt_lib.fast import compile_step, resolve_fast
+from akt_lib.fast import compile_step, fallbacks, resolve_fast
 from akt_lib.inundation import GradientInundationSGD
 from akt_lib.models import build_model
 from akt_lib.quant import freeze_act_ranges
@@ -64,6 +64,11 @@ def test_graph_break_is_an_error_unless_falling_back():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once, then plain eager
         torch.testing.assert_close(stepped(-x), -x)
+    # ... and the trainers can say so in their records instead of claiming a compiled run.
+    ok = compile_step(lambda t: t + 1, "compile", "fine", fallback=True)
+    ok(x)
+    failed = fallbacks(stepped, ok, len)
+    assert list(failed) == ["breaks"] and failed["breaks"]
 
 
 def test_compiled_step_matches_its_function():

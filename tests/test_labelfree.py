@@ -6,6 +6,7 @@ in directly: the mechanics do not need a trained teacher. Every run writes into 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -332,3 +333,21 @@ def test_record_reports_the_mean_of_the_last_five_epochs(teacher):
                                    device="cpu")
     accs = [h["acc"] for h in record["history"]]
     assert len(accs) == 6 and record["last5_mean_acc"] == pytest.approx(sum(accs[1:]) / 5)
+
+
+def test_resume_keeps_segments_refuses_another_teacher_and_leaves_a_finished_run_alone(teacher, tmp_path):
+    config = _row_config("ewgs-ste+sqakd", epochs=2)
+    kw = dict(name="seg", student=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    _, rec = lf.train_labelfree(config, teacher=teacher, stop_after_iters=1, **kw)
+    assert rec["status"] == "stopped" and rec["teacher_sha256"]
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(p for p in other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="another teacher"):
+        lf.train_labelfree(config, teacher=other, **kw)
+    _, rec = lf.train_labelfree(config, teacher=teacher, **kw)
+    assert rec["status"] == "complete" and [s["start"] for s in rec["segments"]] == [0, 1]
+    path = tmp_path / "seg-cifar10-jpeg-seed0-smoke.json"
+    before = path.read_bytes()
+    _, again = lf.train_labelfree(config, teacher=teacher, **kw)
+    assert path.read_bytes() == before and again["segments"] == rec["segments"]

@@ -304,3 +304,60 @@ def test_results_table_gives_deltas_to_baseline_and_control_and_the_step_mode(tm
     assert akt["steps"] == "compile / off+compile" and rows["adadfq"]["steps"] == "off"
     assert rows["adadfq-bs200-rfd0"]["Δ vs control"] == "—"  # the control has none of its own
     assert rows["gdfq"]["steps"] == "—"  # not run
+
+
+def test_resume_provenance_device_teacher_and_finished_runs(teacher, tmp_path):
+    import torch.nn as nn
+
+    config = _tiny()
+    kw = dict(name="p", out_dir=tmp_path, progress=False, device="cpu")
+    _, rec = train_zsq(config, teacher=teacher, stop_after_iters=3, **kw)
+    assert rec["status"] == "stopped" and [s["start"] for s in rec["segments"]] == [0]
+    ckpt = tmp_path / "checkpoints" / "p-cifar10-jpeg-seed0-smoke.pt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["device_type"] == "cpu" and rec["teacher_sha256"]
+
+    # Another teacher's weights under the same run: refused, not silently mixed into one run.
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(p for p in other.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="another teacher"):
+        train_zsq(config, teacher=other, **kw)
+    # A checkpoint from another device type: refused with a clear message.
+    torch.save({**state, "device_type": "cuda"}, tmp_path / "elsewhere.pt")
+    ckpt.rename(tmp_path / "mine.pt")
+    (tmp_path / "elsewhere.pt").rename(ckpt)
+    with pytest.raises(ValueError, match="written on cuda"):
+        train_zsq(config, teacher=teacher, **kw)
+    (tmp_path / "mine.pt").rename(ckpt)
+
+    _, rec = train_zsq(config, teacher=teacher, **kw)  # resumes and finishes
+    assert rec["status"] == "complete" and [s["start"] for s in rec["segments"]] == [0, 3]
+    assert rec["mixed_commits"] is False and all(s["device"].startswith("cpu") for s in rec["segments"])
+    record_file = tmp_path / "p-cifar10-jpeg-seed0-smoke.json"
+    before = record_file.read_bytes()
+    again, rec2 = train_zsq(config, teacher=teacher, **kw)  # finished: nothing runs, nothing is rewritten
+    assert record_file.read_bytes() == before and rec2["segments"] == rec["segments"]
+    assert isinstance(again, nn.Module)
+
+
+def test_sigterm_stops_a_run_cleanly_with_a_checkpoint(teacher, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import akt_lib.zsq as zsq
+
+    real_step, calls = zsq._Run.step, {"n": 0}
+
+    def step(self, train_student):
+        calls["n"] += 1
+        if calls["n"] == 2:  # what `timeout` or a job runner sends when the command's time is up
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, train_student)
+
+    monkeypatch.setattr(zsq._Run, "step", step)
+    _, rec = train_zsq(_tiny(), name="t", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    assert rec["status"] == "stopped" and calls["n"] == 2
+    saved = json.loads((tmp_path / "t-cifar10-jpeg-seed0-smoke.json").read_text())
+    assert saved["status"] == "stopped" and (tmp_path / "checkpoints" / "t-cifar10-jpeg-seed0-smoke.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
