@@ -207,6 +207,13 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     sizes = ZEROQ_PROFILES[profile]
     config = {"method": "zeroq", "dataset": dataset, "w_bits": w, "a_bits": a, "range_update": "minmax",
               "seed": seed, "profile": profile, "lr": 0.5, **sizes}
+    path = Path(out_dir) / f"zeroq-{bits}-{dataset}-seed{seed}-{profile}.json" if out_dir is not None else None
+    if path is not None and path.is_file():  # done already: keep that record (e.g. a GPU's) instead of redoing it
+        from .records import load_record
+
+        done = load_record(path)
+        if done.get("status") == "complete" and done.get("config") == config:
+            return done
     record = new_record("zsq", f"zeroq-{bits}", dataset, config, seed, profile, device)
     record.update(teacher=teacher_name, method="ZeroQ (PTQ)", experiment="zeroq", bits=bits)
     images, labels = load_split(dataset, "test")
@@ -222,8 +229,8 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     record["wall_time_s"] = time.perf_counter() - t0
     finish_record(record)
     record["drop_best"] = record["drop_final"] = record["teacher_acc"] - record["best_acc"]
-    if out_dir is not None:
-        save_record(record, Path(out_dir) / f"zeroq-{bits}-{dataset}-seed{seed}-{profile}.json")
+    if path is not None:
+        save_record(record, path)
     return record
 
 
@@ -245,7 +252,8 @@ def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: s
             ``run`` writes; other folders of ``results/``, e.g. the fast-path check's runs, hold
             zero-shot records too and are not table rows).
         status: ``"complete"`` (default), another status (``"running"``, ``"stopped"``), or
-            ``None`` for every record whatever its status.
+            ``None`` for every record whatever its status. Of two records of one seed, the newer
+            (``created``) is kept.
 
     Raises:
         ValueError: an unknown profile or dataset (a typo would otherwise read as "no runs").
@@ -259,7 +267,11 @@ def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: s
         if r.get("profile") == profile and r.get("dataset") == dataset:
             key = (r.get("experiment") or r["name"].rsplit("-", 1)[0], r.get("bits") or r["name"].rsplit("-", 1)[1])
             by_row.setdefault(key, []).append(r)
-    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in by_row.items()}
+    # One record per seed: two records of one seed (copies in two folders, a rerun elsewhere) would
+    # count as two seeds in a mean ± std. The newest is kept.
+    newest = {k: {r["seed"]: r for r in sorted(v, key=lambda r: str(r.get("created", "")))}
+              for k, v in by_row.items()}
+    return {k: sorted(v.values(), key=lambda r: r["seed"]) for k, v in newest.items()}
 
 
 def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
@@ -331,6 +343,50 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class CommandBudget:
+    """``--time-budget`` of a ``run`` command: one deadline for the whole command, not per run.
+
+    Each run gets what is left (``left()``); after the first run, a run is not started once less
+    than ``min_start_s`` is left (``may_start`` prints why); ``exit_code()`` is 0 when every run
+    finished and ``runner.STOPPED`` when some stopped or never started (rerun the same line to
+    continue).
+
+    Examples:
+        >>> b = CommandBudget(None); b.may_start("x"), b.left(), b.exit_code()
+        (True, None, 0)
+        >>> b.finished({"status": "stopped"}); b.exit_code()
+        3
+    """
+
+    def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
+        import time
+
+        self._clock = time.monotonic
+        self.deadline = None if budget_s is None else self._clock() + budget_s
+        self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - self._clock())
+
+    def may_start(self, label: str) -> bool:
+        left = self.left()
+        if left is None or left >= self.min_start_s or not self.started:  # the first run always starts
+            self.started += 1
+            return True
+        print(f"{label}: not started (the time budget is spent; rerun the same line to continue)")
+        self.unfinished += 1
+        return False
+
+    def finished(self, record: dict) -> None:
+        if record.get("status") != "complete":
+            self.unfinished += 1
+
+    def exit_code(self) -> int:
+        from .runner import STOPPED
+
+        return STOPPED if self.unfinished else 0
+
+
 def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     """The ``run`` subcommand shared by ``python -m akt_lib zsq`` and ``labelfree``.
 
@@ -348,7 +404,9 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument("--out", default=None, help=f"record folder (default: results/{family}/<profile>)")
-    r.add_argument("--time-budget", type=float, default=None, help="seconds; stop cleanly, rerun to resume")
+    r.add_argument("--time-budget", type=float, default=None,
+                   help="seconds for the whole command: runs stop cleanly with a checkpoint (exit code 3), "
+                        "rerun the same line to resume")
     r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="compiled training steps (akt_lib.fast; default: on CUDA only)")
@@ -409,16 +467,20 @@ def main(argv: list[str] | None = None) -> int:
         code = run_cli_parallel("zsq", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
         print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
         return code
+    budget = CommandBudget(args.time_budget)
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:
-                kw = {"time_budget_s": args.time_budget, "fast": args.fast} if EXPERIMENTS[name].kind == "zsq" else {}
+                if not budget.may_start(f"{name} {bits} seed {seed}"):
+                    continue
+                kw = {"time_budget_s": budget.left(), "fast": args.fast} if EXPERIMENTS[name].kind == "zsq" else {}
                 rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
                                      progress=not args.no_progress, device=args.device, **kw)
+                budget.finished(rec)
                 print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
                       f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
-    return 0
+    return budget.exit_code()
 
 
 if __name__ == "__main__":

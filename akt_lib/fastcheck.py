@@ -31,7 +31,7 @@ from .data import DATASETS
 from .experiments import EXPERIMENTS, PROFILES, run_records
 from .fast import FAST_MODES, resolve_fast
 from .records import finish_record, new_record, results_dir, save_record
-from .runner import Job, expand_jobs, run_jobs
+from .runner import STOPPED, Job, expand_jobs, run_jobs
 from .utils import get_device
 
 __all__ = ["check_jobs", "compare", "markdown", "main"]
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                       args.time_budget)
     results = run_jobs(jobs, args.jobs, out / "logs", threads_per_job=None if device.type == "cuda" else 1,
                        progress=not args.no_progress)
-    failed = [r for r in results if r.returncode != 0]
+    failed = [r for r in results if r.returncode not in (0, STOPPED, None)]
     if failed:
         print("failed: " + ", ".join(f"{r.name} (log {r.log})" for r in failed))
         return 1
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                   for label, r in runs.items() if r.get("status") != "complete"]
     if unfinished:
         print("not finished: " + ", ".join(unfinished) + "; rerun the same command to resume")
-        return 0
+        return STOPPED
     record = new_record("fastcheck", stem, args.dataset, {"experiment": args.name, "bits": args.bits,
                         "profile": args.profile, "fast": args.fast, "jobs": args.jobs}, args.seed, args.profile, device)
     record.update(compare(runs))

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from .data import DATASETS
 # One command line and one table format for both families:
-from .experiments import _mean_std, add_run_parser, add_table_parser, check_run_args, format_table, parse_bits
+from .experiments import (CommandBudget, _mean_std, add_run_parser, add_table_parser, check_run_args,
+                          format_table, parse_bits)
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -205,22 +206,25 @@ def main(argv: list[str] | None = None) -> int:
         code = run_cli_parallel("labelfree", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
         print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
         return code
-    failed = 0
+    failed, budget = 0, CommandBudget(args.time_budget)
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:
+                if not budget.may_start(f"{name} {bits} seed {seed}"):
+                    continue
                 try:
                     rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
                                          progress=not args.no_progress, device=args.device, fast=args.fast,
-                                         time_budget_s=args.time_budget)
+                                         time_budget_s=budget.left())
                 except TeacherUnavailableError as e:
                     print(f"{name} {bits} seed {seed}: not run: {e}", file=sys.stderr)
                     failed += 1
                     continue
+                budget.finished(rec)
                 print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
                       f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
-    return 1 if failed else 0
+    return 1 if failed else budget.exit_code()
 
 
 if __name__ == "__main__":

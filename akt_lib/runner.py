@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
-           "default_parallel", "run_cli_parallel"]
+           "default_parallel", "run_cli_parallel", "STOPPED"]
 
 COMMANDS = ("zsq", "labelfree")
+#: Exit code of a ``run`` command some of whose runs stopped at the time budget (or never started
+#: because it was spent): nothing failed, rerun the same line to continue. 0 = all complete, 1 = failure.
+STOPPED = 3
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,12 @@ class Job:
 
 @dataclass
 class JobResult:
-    """What became of a job; times in seconds since ``run_jobs`` started."""
+    """What became of a job; times in seconds since ``run_jobs`` started. ``returncode`` is
+    ``None`` for a job never started because the sweep's time budget was spent."""
 
     name: str
     argv: tuple[str, ...]
-    returncode: int
+    returncode: int | None
     start_s: float
     end_s: float
     wall_s: float
@@ -134,7 +138,8 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
 
 def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, threads_per_job: int | None = None,
              poll_s: float = 0.2, python: str = sys.executable, progress: bool = True,
-             command_fn: Callable[[Job, str], list[str]] = job_command, grace_s: float = 10.0) -> list[JobResult]:
+             command_fn: Callable[[Job, str], list[str]] = job_command, grace_s: float = 10.0,
+             budget_s: float | None = None, min_start_s: float = 30.0) -> list[JobResult]:
     """Run ``jobs`` as subprocesses, at most ``max_parallel`` at a time, each started as soon as
     a slot frees.
 
@@ -153,6 +158,9 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
         progress: print one line per finished job.
         command_fn: ``(job, python) -> argv`` of the child (tests run plain Python with it).
         grace_s: seconds between SIGTERM and SIGKILL when interrupted.
+        budget_s: the whole sweep's time budget: each child starts with ``--time-budget`` set to
+            what is left of it, and (after the first) a job is not started once less than
+            ``min_start_s`` is left (its result has ``returncode=None``). ``None``: no budget.
 
     Returns:
         One ``JobResult`` per job, in the order of ``jobs``.
@@ -180,12 +188,21 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
         while pending or running:
             while pending and len(running) < max_parallel:
                 i, job = pending.pop(0)
+                now = time.monotonic() - t0
+                left = None if budget_s is None else budget_s - now
+                first = not running and all(r is None for r in results)  # the first job always starts
+                if left is not None and left < min_start_s and not first:  # spent: a rerun starts it
+                    results[i] = JobResult(job.name, job.argv, None, now, now, 0.0, log_dir / f"{job.name}.log")
+                    if progress:
+                        print(f"{job.name}: not started (the time budget is spent; rerun to continue)", flush=True)
+                    continue
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}  # live logs while it runs
                 if threads_per_job is not None:
                     env["OMP_NUM_THREADS"] = env["AKT_TORCH_THREADS"] = str(threads_per_job)
-                cmd = command_fn(job, python)
-                log = open(log_dir / f"{job.name}.log", "w")
-                log.write(f"# {' '.join(cmd)}\n")
+                cmd = command_fn(job, python) + ([] if left is None else ["--time-budget", f"{left:.0f}"])
+                # Appended, not overwritten: a resumed run's log keeps the earlier segments (and tracebacks).
+                log = open(log_dir / f"{job.name}.log", "a")
+                log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
                 log.flush()  # the header must land before the child's first byte
                 try:
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -240,10 +257,14 @@ def summarize(results: Sequence[JobResult]) -> dict:
         (['b'], 3.0, 4.0, 1.333)
     """
     if not results:
-        return {"jobs": 0, "failed": [], "wall_s": 0.0, "busy_s": 0.0, "concurrency": 0.0}
-    wall = max(r.end_s for r in results) - min(r.start_s for r in results)
-    busy = sum(r.wall_s for r in results)
-    return {"jobs": len(results), "failed": [r.name for r in results if r.returncode != 0],
+        return {"jobs": 0, "failed": [], "stopped": [], "not_started": [], "wall_s": 0.0, "busy_s": 0.0,
+                "concurrency": 0.0}
+    started = [r for r in results if r.returncode is not None]
+    wall = (max(r.end_s for r in started) - min(r.start_s for r in started)) if started else 0.0
+    busy = sum(r.wall_s for r in started)
+    return {"jobs": len(results), "failed": [r.name for r in started if r.returncode not in (0, STOPPED)],
+            "stopped": [r.name for r in started if r.returncode == STOPPED],
+            "not_started": [r.name for r in results if r.returncode is None],
             "wall_s": wall, "busy_s": busy, "concurrency": busy / wall if wall > 0 else 0.0}
 
 
@@ -256,7 +277,9 @@ def format_summary(summary: dict) -> str:
     """
     line = (f"{summary['jobs']} jobs, {len(summary['failed'])} failed; makespan {summary['wall_s']:.1f} s, "
             f"busy {summary['busy_s']:.1f} s, concurrency {summary['concurrency']:.2f}x")
-    return line + (f"\nfailed: {', '.join(summary['failed'])} (see their logs)" if summary["failed"] else "")
+    line += f"\nfailed: {', '.join(summary['failed'])} (see their logs)" if summary["failed"] else ""
+    unfinished = summary.get("stopped", []) + summary.get("not_started", [])
+    return line + (f"\nto continue (rerun the same line): {', '.join(unfinished)}" if unfinished else "")
 
 
 def default_parallel(device=None) -> int:
@@ -297,13 +320,12 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
         parser: the ``argparse`` parser, for errors in the command line's own style.
 
     Returns:
-        The exit code: 0 when every child succeeded, 1 otherwise (the failed logs are named).
+        The exit code: 0 when every run is complete, 1 when a child failed (its log is named),
+        ``STOPPED`` when runs stopped at the time budget or were not started (rerun to continue).
     """
     if isinstance(args.jobs, bool) or not isinstance(args.jobs, int) or args.jobs < 1:
         parser.error(f"--jobs must be a positive int, got {args.jobs}")
-    passthrough = ["--out", str(out)]
-    if args.time_budget is not None:
-        passthrough += ["--time-budget", str(args.time_budget)]
+    passthrough = ["--out", str(out)]  # the time budget is the sweep's: run_jobs gives each child what is left
     for option in ("device", "fast"):
         if getattr(args, option, None) is not None:
             passthrough += [f"--{option}", str(getattr(args, option))]
@@ -316,7 +338,8 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
         parser.error(str(e))
     # Children sharing a CPU get their share of its cores instead of one thread per core each.
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    results = run_jobs(jobs, args.jobs, Path(out) / "logs", threads_per_job=threads, progress=not args.no_progress)
+    results = run_jobs(jobs, args.jobs, Path(out) / "logs", threads_per_job=threads, progress=not args.no_progress,
+                       budget_s=args.time_budget)
     summary = summarize(results)
     print(format_summary(summary))
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] else STOPPED if summary["stopped"] or summary["not_started"] else 0

@@ -8,6 +8,7 @@ import pytest
 
 from akt_lib import fastcheck
 from akt_lib.experiments import results_table
+from akt_lib.runner import STOPPED
 
 
 def test_fastcheck_runs_eager_twice_and_compiled_and_compares(tmp_path, monkeypatch, capsys):
@@ -38,7 +39,7 @@ def test_fastcheck_stops_within_a_time_budget_and_resumes(tmp_path, monkeypatch,
     argv = ["gdfq", "--bits", "w4a4", "--profile", "smoke", "--device", "cpu", "--jobs", "3", "--fast", "compile",
             "--out", str(out), "--no-progress"]
     monkeypatch.setenv("AKT_COMPILE_BACKEND", "aot_eager")
-    assert fastcheck.main(argv + ["--time-budget", "0"]) == 0  # every run stops after its first iteration
+    assert fastcheck.main(argv + ["--time-budget", "0"]) == STOPPED  # every run stops after its first iteration
     assert "not finished: off (0 of 3 epochs)" in capsys.readouterr().out
     assert not list(out.glob("fastcheck-*.json"))
     assert fastcheck.main(argv) == 0  # resumed from the checkpoints

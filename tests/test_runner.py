@@ -67,13 +67,13 @@ def test_serial_runs_do_not_overlap(tmp_path):
 
 
 def test_failure_does_not_stop_the_others(tmp_path, capsys):
-    jobs = [Job("ok1", ("0.1", "0")), Job("bad", ("0", "3")), Job("ok2", ("0.1", "0"))]
+    jobs = [Job("ok1", ("0.1", "0")), Job("bad", ("0", "5")), Job("ok2", ("0.1", "0"))]
     res = run_jobs(jobs, 2, tmp_path, poll_s=0.02, command_fn=_py(SLEEP))
-    assert [r.returncode for r in res] == [0, 3, 0]
+    assert [r.returncode for r in res] == [0, 5, 0]
     assert "end" in res[2].log.read_text()  # the job after the failure ran to its end
     s = summarize(res)
     assert s["failed"] == ["bad"] and "failed: bad" in format_summary(s)
-    assert "bad: rc=3" in capsys.readouterr().out  # one progress line per finished job
+    assert "bad: rc=5" in capsys.readouterr().out  # one progress line per finished job
 
 
 def test_log_holds_stdout_and_stderr(tmp_path):
@@ -161,7 +161,8 @@ def test_expand_jobs_argv():
 
 
 def test_summary_of_nothing():
-    assert summarize([]) == {"jobs": 0, "failed": [], "wall_s": 0.0, "busy_s": 0.0, "concurrency": 0.0}
+    assert summarize([]) == {"jobs": 0, "failed": [], "stopped": [], "not_started": [], "wall_s": 0.0,
+                             "busy_s": 0.0, "concurrency": 0.0}
     r = JobResult("a", (), 0, 1.0, 3.0, 2.0, Path("a.log"))
     assert summarize([r])["concurrency"] == 1.0
 
@@ -180,3 +181,39 @@ def test_real_zsq_run_end_to_end(tmp_path, monkeypatch):
     assert (rec["experiment"], rec["bits"], rec["seed"], rec["status"]) == ("zeroq", "w4a4", 0, "complete")
     assert "zeroq w4a4 seed 0: status=complete" in r.log.read_text()
     assert sys.executable in r.log.read_text().splitlines()[0]  # the header names the command that ran
+
+
+def test_a_sweep_budget_is_shared_and_later_jobs_wait_for_a_rerun(tmp_path):
+    # Each child gets what is left of the sweep's budget as --time-budget; once less than
+    # min_start_s is left, the remaining jobs are not started (returncode None) and the summary
+    # says to rerun. Oracle: the children print the budget they were given.
+    code = "import sys, time; b = float(sys.argv[sys.argv.index('--time-budget') + 1]); print(b); time.sleep(0.6)"
+    jobs = [Job(n, ()) for n in ("a", "b", "c")]
+    res = run_jobs(jobs, 1, tmp_path, poll_s=0.02, command_fn=_py(code), progress=False, budget_s=1.0, min_start_s=0.3)
+    given = [float(r.log.read_text().splitlines()[-1]) if r.returncode is not None else None for r in res]
+    assert res[0].returncode == 0 and given[0] == pytest.approx(1.0, abs=0.5)
+    assert res[1].returncode == 0 and given[1] < given[0]  # what was left, not the whole budget again
+    assert res[2].returncode is None  # less than 0.3 s left after two 0.6 s jobs
+    s = summarize(res)
+    assert s["not_started"] == ["c"] and s["failed"] == [] and "rerun the same line" in format_summary(s)
+    # Logs are appended across reruns (a resumed run keeps its earlier segments).
+    run_jobs(jobs[:1], 1, tmp_path, poll_s=0.02, command_fn=_py(code), progress=False, budget_s=0.1)
+    assert (tmp_path / "a.log").read_text().count("# ") == 2
+
+
+def test_exit_codes_say_whether_to_rerun(monkeypatch, tmp_path, capsys):
+    from akt_lib import experiments
+    from akt_lib.runner import STOPPED
+
+    calls = []
+
+    def fake_run(name, bits, profile, dataset, seed, out_dir=None, progress=True, **kw):
+        calls.append(kw.get("time_budget_s"))
+        return {"status": "stopped" if seed == 0 else "complete", "best_acc": None, "final_acc": None,
+                "teacher_acc": None}
+    monkeypatch.setattr(experiments, "run_experiment", fake_run)
+    monkeypatch.setattr(experiments, "results_table", lambda *a, **k: [])
+    argv = ["run", "gdfq", "--bits", "w4a4", "--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]
+    assert experiments.main(argv + ["--seeds", "1"]) == 0
+    assert experiments.main(argv + ["--seeds", "0", "1", "--time-budget", "100"]) == STOPPED
+    assert calls[0] is None and 0 < calls[-1] <= calls[-2] <= 100  # one budget for the command, shrinking

@@ -186,7 +186,10 @@ def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path):
     record = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=teacher, device="cpu")
     assert record["status"] == "complete" and record["best_acc"] == record["final_acc"]
     assert record["config"]["range_update"] == "minmax" and record["method"] == "ZeroQ (PTQ)"
-    assert (tmp_path / "zeroq-w4a4-cifar10-jpeg-seed0-smoke.json").is_file()
+    path = tmp_path / "zeroq-w4a4-cifar10-jpeg-seed0-smoke.json"
+    before = path.read_bytes()
+    again = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=teacher, device="cpu")
+    assert path.read_bytes() == before and again["created"] == record["created"]  # kept, not redone
     with pytest.raises(ValueError, match="defined at w4a4, w5a5"):
         run_zeroq("w3a3", profile="smoke", teacher=teacher)
 
@@ -361,3 +364,20 @@ def test_sigterm_stops_a_run_cleanly_with_a_checkpoint(teacher, tmp_path, monkey
     saved = json.loads((tmp_path / "t-cifar10-jpeg-seed0-smoke.json").read_text())
     assert saved["status"] == "stopped" and (tmp_path / "checkpoints" / "t-cifar10-jpeg-seed0-smoke.pt").is_file()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
+def test_run_records_keep_one_record_per_seed(tmp_path):
+    def write(folder, created, best):
+        rec = {"kind": "zsq", "name": "gdfq-w4a4", "experiment": "gdfq", "bits": "w4a4", "seed": 0,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": [],
+               "best_acc": best, "final_acc": best, "teacher_acc": 88.0, "created": created}
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "r.json").write_text(json.dumps(rec))
+
+    from akt_lib.experiments import run_records
+
+    write("old", "2026-11-01T00:00:00Z", 80.0)
+    write("new", "2026-11-02T00:00:00Z", 81.0)
+    (only,) = run_records("paper", folder=tmp_path)[("gdfq", "w4a4")]
+    assert only["best_acc"] == 81.0
+    assert next(r for r in results_table("paper", folder=tmp_path, names=["gdfq"]) if r["bits"] == "W4A4")["seeds"] == 1
