@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast", default="compile", choices=[m for m in FAST_MODES if m not in ("off", "auto")])
     p.add_argument("--device", default=None)
     p.add_argument("--jobs", type=int, default=3, help="runs side by side (default 3: all at once)")
-    p.add_argument("--out", default=None, help="folder (default: results/fastcheck/<name>-<bits>-<profile>-seed<S>)")
+    p.add_argument("--out", default=None,
+                   help="folder (default: results/fastcheck/<name>-<bits>-<dataset>-<profile>-seed<S>)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume")
     p.add_argument("--no-progress", action="store_true")
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_fast(args.fast, device)
     except ValueError as e:
         p.error(str(e))
-    stem = f"{args.name}-{args.bits}-{args.profile}-seed{args.seed}"
+    stem = f"{args.name}-{args.bits}-{args.dataset}-{args.profile}-seed{args.seed}"  # two datasets: two records
     out = Path(args.out) if args.out else results_dir() / "fastcheck" / stem
     jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset,
                       args.time_budget)

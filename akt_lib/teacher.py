@@ -37,9 +37,10 @@ from .augment import random_crop_flip
 from .data import DATASETS, check_dataset, fixed_subset, load_split
 from .data import normalize as normalize_images
 from .evaluate import evaluate
-from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import FAST_MODES, compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .models import ARCHS, TeacherUnavailableError, build_model
-from .records import finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record
+from .records import (finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record,
+                      start_segment)
 from .utils import get_device, seed_everything
 
 __all__ = ["TeacherConfig", "PROFILES", "train_teacher", "load_trained_teacher", "load_shipped_teacher",
@@ -299,6 +300,7 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     normalize = functools.partial(normalize_images, name=config.dataset)  # constants cached per device
     forward_loss = compile_step(_forward_loss(model, config, amp), fast_mode, "the teacher step", fast == "auto")
     record_fast_mode(record, fast_mode)
+    start_segment(record, device, fast_mode, start)
     old_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
@@ -318,6 +320,9 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
                                       "lr_end": sched.get_last_lr()[0], "train_s": t1 - t0, "eval_s": t2 - t1})
             record["wall_time_s"] += t2 - t0  # training + evaluation; excludes loading and writing files
             bar.set_postfix(loss=f"{loss:.3f}", acc="-" if acc is None else f"{acc:.2f}")
+            failed = fallbacks(forward_loss)
+            if failed:  # "auto" ran the step eagerly after a compile error: the record must not say "compile"
+                record["segments"][-1]["eager_fallback"] = failed
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
                              "torch_rng": torch.get_rng_state(),

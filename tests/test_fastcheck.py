@@ -19,7 +19,7 @@ def test_fastcheck_runs_eager_twice_and_compiled_and_compares(tmp_path, monkeypa
     code = fastcheck.main(["gdfq", "--bits", "w4a4", "--profile", "smoke", "--device", "cpu", "--jobs", "2",
                            "--out", str(out), "--no-progress"])
     assert code == 0
-    record = json.loads((out / "fastcheck-gdfq-w4a4-smoke-seed0.json").read_text())
+    record = json.loads((out / "fastcheck-gdfq-w4a4-cifar10-jpeg-smoke-seed0.json").read_text())
     assert record["kind"] == "fastcheck" and record["status"] == "complete"
     assert set(record["runs"]) == {"off", "off-again", "compile"}
     assert [record["runs"][k]["fast"] for k in ("off", "off-again", "compile")] == ["off", "off", "compile"]
@@ -43,7 +43,7 @@ def test_fastcheck_stops_within_a_time_budget_and_resumes(tmp_path, monkeypatch,
     assert "not finished: off (0 of 3 epochs)" in capsys.readouterr().out
     assert not list(out.glob("fastcheck-*.json"))
     assert fastcheck.main(argv) == 0  # resumed from the checkpoints
-    record = json.loads((out / "fastcheck-gdfq-w4a4-smoke-seed0.json").read_text())
+    record = json.loads((out / "fastcheck-gdfq-w4a4-cifar10-jpeg-smoke-seed0.json").read_text())
     assert record["diff"]["off-again"] == {"best": 0.0, "final": 0.0}
 
 

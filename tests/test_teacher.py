@@ -107,6 +107,7 @@ def test_resume_is_exact(smoke_run, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.pt"))  # an interrupted run leaves only its checkpoint
     resumed, rec = train_teacher(cfg, tmp_path, progress=False, device="cpu")
     assert rec["status"] == "complete" and rec["resumed_at_epochs"] == [1]
+    assert [s["start"] for s in rec["segments"]] == [0, 1]  # one segment per start or resume, with its commit
     for k, v in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k
     for a, b in zip(straight_record["history"], rec["history"]):
