@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                         "profile": args.profile, "fast": args.fast, "jobs": args.jobs}, args.seed, args.profile, device)
     record.update(compare(runs))
     record["wall_time_s"] = max(r["wall_time_s"] for r in runs.values())  # side by side, across resumes
+    # The commits that trained each run (its segments): a rerun after a change to the code finds the
+    # runs finished and trains nothing, so this record would otherwise vouch for code it never ran.
+    record["run_commits"] = {label: sorted({str(seg.get("commit")) for seg in r.get("segments", [])})
+                             for label, r in runs.items()}
+    if any(commits != [str(record["commit"])] for commits in record["run_commits"].values()):
+        print(f"note: the runs were trained by {record['run_commits']}, not (only) by this commit "
+              f"({record['commit']}); delete {out} to check this one")
     finish_record(record)
     path = save_record(record, out / f"fastcheck-{stem}.json")
     print(markdown(record))

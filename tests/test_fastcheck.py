@@ -45,6 +45,7 @@ def test_fastcheck_stops_within_a_time_budget_and_resumes(tmp_path, monkeypatch,
     assert fastcheck.main(argv) == 0  # resumed from the checkpoints
     record = json.loads((out / "fastcheck-gdfq-w4a4-cifar10-jpeg-smoke-seed0.json").read_text())
     assert record["diff"]["off-again"] == {"best": 0.0, "final": 0.0}
+    assert set(record["run_commits"]) == {"off", "off-again", "compile"}  # each run's training commits
 
 
 def test_compare_and_jobs_refuse_bad_input(tmp_path):
