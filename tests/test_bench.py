@@ -202,9 +202,9 @@ def test_every_variant_compiles_afresh_whatever_ran_before(monkeypatch):
     import torch._dynamo
 
     monkeypatch.setenv("AKT_COMPILE_BACKEND", "aot_eager")
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
-    out = bench.bench_case("teacher", 2, torch.device("cpu"), ("off", "compile"), steps=1, warmup=1,
-                           layouts=("nchw", "channels_last"))
+    # Dynamo's own patcher: monkeypatch's undo deletes these config entries instead of restoring them.
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        out = bench.bench_case("teacher", 2, torch.device("cpu"), ("off", "compile"), steps=1, warmup=1,
+                               layouts=("nchw", "channels_last"))
     assert list(out) == ["off", "compile", "eager, channels_last", "compile, channels_last"]
     assert not [k for k, v in out.items() if "error" in v]
