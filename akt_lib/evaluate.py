@@ -36,6 +36,8 @@ def predict(model: nn.Module, images: torch.Tensor, dataset: str, batch_size: in
     check_dataset(dataset)
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be (N, 3, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is empty: there is nothing to evaluate (check the subset size)")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     with held_act_ranges(model) as held:  # the evaluation images must not calibrate the model

@@ -59,7 +59,7 @@ from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
 from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
-from .records import (StopOnSignal, finish_record, load_checkpoint, module_fingerprint, new_record,
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, module_fingerprint, new_record,
                       save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
@@ -635,6 +635,9 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
             stopped = epoch < c.epochs and must_stop(epoch * steps)
             if not stopped:
                 save("running")
+    except Exception as e:  # the record says so (a crashed run is not "running"); the checkpoint stays
+        mark_failed(record, record_path, e)
+        raise
     finally:
         signals.__exit__(None, None, None)
         bar.close()

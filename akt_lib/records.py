@@ -35,7 +35,7 @@ from .data import check_dataset
 from .utils import device_name, git_commit
 
 __all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
-           "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "StopOnSignal"]
+           "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "StopOnSignal", "mark_failed"]
 
 RECORD_VERSION = 1
 
@@ -92,6 +92,23 @@ def start_segment(record: dict, device: torch.device | str, fast: str | None, st
     record.setdefault("segments", []).append(seg)
     record["mixed_commits"] = len({s["commit"] for s in record["segments"]}) > 1
     return seg
+
+
+def mark_failed(record: dict, record_path: str | os.PathLike | None, error: BaseException) -> None:
+    """Write ``status="failed"`` and the error into a run's record file when its loop raises.
+
+    The checkpoint is left as it was (the last good state), so a rerun resumes from there; without
+    this the record of a crashed run would say ``"running"`` forever.
+
+    Examples:
+        >>> rec = {"status": "running"}; mark_failed(rec, None, RuntimeError("CUDA out of memory"))
+        >>> rec["status"], rec["error"]
+        ('failed', 'RuntimeError: CUDA out of memory')
+    """
+    record["status"] = "failed"
+    record["error"] = f"{type(error).__name__}: {error}"[:1000]
+    if record_path is not None:
+        save_record(record, record_path)
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:

@@ -43,7 +43,7 @@ from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
-from .records import (StopOnSignal, finish_record, load_checkpoint, module_fingerprint, new_record,
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, module_fingerprint, new_record,
                       save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
@@ -496,6 +496,9 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                         (time_budget_s is not None and time.perf_counter() - t0 > time_budget_s and it < c.total_iters):
                     stopped = it < c.total_iters
                     break
+        except Exception as e:  # the record says so (a crashed run is not "running"); the checkpoint stays
+            mark_failed(record, record_path, e)
+            raise
         finally:
             torch.backends.cudnn.benchmark = old_benchmark
             bar.close()

@@ -80,6 +80,7 @@ def test_an_uncalibrated_model_is_refused(model):
     (dict(labels=torch.zeros(3, dtype=torch.long)), "2 images but 3 labels"),
     (dict(labels=torch.tensor([0, 10])), "up to 10"),
     (dict(dataset="mnist"), "mnist"),
+    (dict(images=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(0, dtype=torch.long)), "empty"),
 ])
 def test_bad_inputs_raise(model, bad, match):
     args = dict(images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(2, dtype=torch.long),

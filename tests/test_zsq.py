@@ -381,3 +381,25 @@ def test_run_records_keep_one_record_per_seed(tmp_path):
     (only,) = run_records("paper", folder=tmp_path)[("gdfq", "w4a4")]
     assert only["best_acc"] == 81.0
     assert next(r for r in results_table("paper", folder=tmp_path, names=["gdfq"]) if r["bits"] == "W4A4")["seeds"] == 1
+
+
+def test_a_crashing_run_says_failed_and_a_rerun_resumes_it(teacher, tmp_path, monkeypatch):
+    import akt_lib.zsq as zsq
+
+    real_step, calls = zsq._Run.step, {"n": 0}
+
+    def step(self, train_student):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_step(self, train_student)
+
+    monkeypatch.setattr(zsq._Run, "step", step)
+    kw = dict(name="f", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_zsq(_tiny(), **kw)
+    saved = json.loads((tmp_path / "f-cifar10-jpeg-seed0-smoke.json").read_text())
+    assert saved["status"] == "failed" and "simulated" in saved["error"]  # not "running" forever
+    monkeypatch.setattr(zsq._Run, "step", real_step)
+    _, rec = train_zsq(_tiny(), **kw)  # resumes from the last checkpoint (iteration 2)
+    assert rec["status"] == "complete" and [s["start"] for s in rec["segments"]] == [0, 2]
