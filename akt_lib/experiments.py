@@ -313,7 +313,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
             rows.append({
                 "experiment": name, "bits": bits.upper(), "seeds": len(rs),
                 "best": _mean_std(best), "final": _mean_std(final),
-                "teacher": _mean_std([r["teacher_acc"] for r in rs][:1]),
+                "teacher": _teacher_cell(rs, lambda r: f"{r['teacher_acc']:.2f}"),
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
                 "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f}"
                                   if best and base_best else "—"),
@@ -327,6 +327,24 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "paper source": paper[1] if paper else "—",
             })
     return rows
+
+
+def _teacher_cell(rs: list[dict], show) -> str:
+    """The teacher column of a table row: ``show(record)`` of its runs' teacher, or a warning when
+    the seeds of one row were trained against different teachers (their mean would mix them).
+
+    Examples:
+        >>> _teacher_cell([{"teacher": "a", "teacher_acc": 88.9}] * 2, lambda r: f"{r['teacher_acc']:.2f}")
+        '88.90'
+        >>> _teacher_cell([{"teacher": "a"}, {"teacher": "b"}], str)
+        'MIXED: 2 teachers (a, b)'
+    """
+    if not rs:
+        return "not run"
+    keys = {r.get("teacher_sha256") or r.get("teacher") for r in rs}
+    if len(keys) > 1:
+        return f"MIXED: {len(keys)} teachers ({', '.join(sorted({str(r.get('teacher')) for r in rs}))})"
+    return show(rs[0])
 
 
 def _paper_ds(dataset: str) -> str:

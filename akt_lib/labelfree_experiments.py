@@ -31,8 +31,8 @@ from pathlib import Path
 
 from .data import DATASETS
 # One command line and one table format for both families:
-from .experiments import (CommandBudget, _mean_std, add_run_parser, add_table_parser, check_run_args,
-                          format_table, parse_bits)
+from .experiments import (CommandBudget, _mean_std, _teacher_cell, add_run_parser, add_table_parser,
+                          check_run_args, format_table, parse_bits)
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -169,7 +169,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "labels": "yes (CE)" if exp.overrides.get("loss") == "ce" else "no", "seeds": len(rs),
                 "best": _mean_std(best), "final": _mean_std([r["final_acc"] for r in rs]),
                 "last 5 epochs": _mean_std([r["last5_mean_acc"] for r in rs if "last5_mean_acc" in r]),
-                "teacher": f"{rs[0]['teacher_acc']:.2f} ({rs[0]['teacher']})" if rs else "—",
+                "teacher": _teacher_cell(rs, lambda r: f"{r['teacher_acc']:.2f} ({r['teacher']})") if rs else "—",
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
                 "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f} vs {exp.baseline}"
                                   if best and base_best else "—"),

@@ -403,3 +403,14 @@ def test_a_crashing_run_says_failed_and_a_rerun_resumes_it(teacher, tmp_path, mo
     monkeypatch.setattr(zsq._Run, "step", real_step)
     _, rec = train_zsq(_tiny(), **kw)  # resumes from the last checkpoint (iteration 2)
     assert rec["status"] == "complete" and [s["start"] for s in rec["segments"]] == [0, 2]
+
+
+def test_results_table_flags_a_row_whose_seeds_had_different_teachers(tmp_path):
+    for seed, sha in ((0, "aaa"), (1, "bbb")):
+        rec = {"kind": "zsq", "name": "gdfq-w4a4", "experiment": "gdfq", "bits": "w4a4", "seed": seed,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": [],
+               "best_acc": 80.0, "final_acc": 80.0, "teacher_acc": 88.0, "teacher": "resnet20_cifar10-jpeg",
+               "teacher_sha256": sha}
+        (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
+    row = next(r for r in results_table("paper", folder=tmp_path, names=["gdfq"]) if r["bits"] == "W4A4")
+    assert row["teacher"].startswith("MIXED: 2 teachers")
