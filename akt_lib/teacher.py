@@ -39,8 +39,8 @@ from .data import normalize as normalize_images
 from .evaluate import evaluate
 from .fast import FAST_MODES, compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
 from .models import ARCHS, TeacherUnavailableError, build_model
-from .records import (finish_record, load_checkpoint, new_record, results_dir, save_checkpoint, save_record,
-                      start_segment)
+from .records import (StopOnSignal, finish_record, load_checkpoint, new_record, results_dir, save_checkpoint,
+                      save_record, start_segment)
 from .utils import get_device, seed_everything
 
 __all__ = ["TeacherConfig", "PROFILES", "train_teacher", "load_trained_teacher", "load_shipped_teacher",
@@ -233,7 +233,8 @@ def _train_epoch(model, opt, sched, x, y, cfg, gen, normalize, forward_loss, bar
 
 def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resume: bool = True,
                   progress: bool = True, *, device: str | torch.device | None = None,
-                  stop_after: int | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
+                  stop_after: int | None = None, fast: str = "auto",
+                  time_budget_s: float | None = None) -> tuple[nn.Module, dict]:
     """Train ``config.arch`` on ``config.dataset`` and write weights, model card and record.
 
     Args:
@@ -246,6 +247,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
             (checkpoint written, no weights or card); for tests and for splitting long runs.
         fast: ``akt_lib.fast`` mode for the training step (``"auto"``: compiled on CUDA only;
             the fused SGD comes with it); recorded as ``record["fast"]``.
+        time_budget_s: end the call after the epoch during which this much wall time has passed
+            (checkpoint written, as with ``stop_after``); SIGTERM ends it the same way.
 
     Returns:
         ``(model, record)``: the model on ``device`` in ``eval()`` mode and the run record (its
@@ -305,6 +308,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     bar = tqdm(total=config.epochs * steps, initial=start * steps, disable=not progress, desc=name, unit="step")
+    signals, t_call = StopOnSignal(), time.perf_counter()  # SIGTERM: finish the epoch, checkpoint, return
+    signals.__enter__()
     try:
         for epoch in range(start, end):
             t0 = time.perf_counter()
@@ -329,7 +334,10 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
                              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                              "epoch": epoch + 1, "config": asdict(config), "device_type": device.type,
                              "record": record}, ckpt_path)
+            if signals.requested or (time_budget_s is not None and time.perf_counter() - t_call > time_budget_s):
+                break
     finally:
+        signals.__exit__(None, None, None)
         bar.close()
         torch.backends.cudnn.benchmark = old_benchmark
     model.eval()
@@ -448,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-size", type=int, help="evaluate on a fixed random subset of this many images")
     p.add_argument("--out", help="output folder (default results/teachers; runs/teachers for smoke)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: stop after the epoch that exceeds it, with a checkpoint (exit code 3); "
+                        "rerun the same line to resume")
     p.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="compiled training step (akt_lib.fast; default: on CUDA only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -466,7 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: a full teacher recipe on the CPU takes hours; --profile smoke checks the code",
               file=sys.stderr)
     _, r = train_teacher(config, args.out, resume=not args.no_resume, progress=not args.no_progress, device=device,
-                         fast=args.fast)
+                         fast=args.fast, time_budget_s=args.time_budget)
+    if len(r["history"]) < config.epochs:
+        from .runner import STOPPED
+
+        print(f"{r['name']}: stopped after {len(r['history'])} of {config.epochs} epochs; "
+              "rerun the same line to resume")
+        return STOPPED
     print(f"{r['name']}: {r['dataset_display']}, {profile} profile, seed {r['seed']}: test acc {r['final_acc']:.2f} % "
           f"(best {r['best_acc']:.2f} % at epoch {r['best_epoch']}), {len(r['history'])} epochs, "
           f"{r['wall_time_s']:.1f} s on {r['device']}")

@@ -112,6 +112,9 @@ def test_resume_is_exact(smoke_run, tmp_path, monkeypatch):
         assert torch.equal(resumed.state_dict()[k], v), k
     for a, b in zip(straight_record["history"], rec["history"]):
         assert (a["train_loss"], a["acc"]) == (b["train_loss"], b["acc"])
+    # A time budget (or SIGTERM) ends the call after the epoch that exceeds it, with a checkpoint.
+    _, rec = train_teacher(cfg, tmp_path / "budget", progress=False, device="cpu", time_budget_s=0.0)
+    assert rec["status"] == "running" and len(rec["history"]) == 1
     # Another recipe must not silently continue this checkpoint.
     with pytest.raises(ValueError, match="no-resume"):
         train_teacher(TeacherConfig.from_profile("smoke", **{**TINY, "lr": 0.05}), tmp_path, progress=False,
@@ -204,6 +207,11 @@ def test_cli_on_the_real_data(tmp_path, capsys):
                  "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("resnet20_cifar10-jpeg_smoke: CIFAR-10 (JPEG q75), smoke profile") and "test acc" in line
+    from akt_lib.runner import STOPPED
+
+    assert main(["--epochs", "2", "--train-size", "32", "--test-size", "32", "--batch-size", "16", "--time-budget",
+                 "0", "--out", str(tmp_path / "b"), "--no-progress", "--device", "cpu"]) == STOPPED
+    assert "stopped after 1 of 2 epochs" in capsys.readouterr().out
 
 
 def test_one_cycle_by_hand():
