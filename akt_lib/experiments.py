@@ -27,6 +27,7 @@ from pathlib import Path
 from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
 from .records import load_records, results_dir
+from .runner import CommandBudget
 from .zsq import ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
@@ -359,50 +360,6 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-
-class CommandBudget:
-    """``--time-budget`` of a ``run`` command: one deadline for the whole command, not per run.
-
-    Each run gets what is left (``left()``); after the first run, a run is not started once less
-    than ``min_start_s`` is left (``may_start`` prints why); ``exit_code()`` is 0 when every run
-    finished and ``runner.STOPPED`` when some stopped or never started (rerun the same line to
-    continue).
-
-    Examples:
-        >>> b = CommandBudget(None); b.may_start("x"), b.left(), b.exit_code()
-        (True, None, 0)
-        >>> b.finished({"status": "stopped"}); b.exit_code()
-        3
-    """
-
-    def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
-        import time
-
-        self._clock = time.monotonic
-        self.deadline = None if budget_s is None else self._clock() + budget_s
-        self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0
-
-    def left(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - self._clock())
-
-    def may_start(self, label: str) -> bool:
-        left = self.left()
-        if left is None or left >= self.min_start_s or not self.started:  # the first run always starts
-            self.started += 1
-            return True
-        print(f"{label}: not started (the time budget is spent; rerun the same line to continue)")
-        self.unfinished += 1
-        return False
-
-    def finished(self, record: dict) -> None:
-        if record.get("status") != "complete":
-            self.unfinished += 1
-
-    def exit_code(self) -> int:
-        from .runner import STOPPED
-
-        return STOPPED if self.unfinished else 0
 
 
 def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):

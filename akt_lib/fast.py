@@ -33,8 +33,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "fallbacks", "mark_step_begin", "fused_kwargs",
-           "record_fast_mode"]
+__all__ = ["FAST_MODES", "resolve_fast", "compile_step", "fallbacks", "record_fallbacks", "mark_step_begin",
+           "fused_kwargs", "record_fast_mode"]
 
 FAST_MODES = ("auto", "off", "compile", "cudagraphs")
 
@@ -131,6 +131,18 @@ def fallbacks(*steps: Callable) -> dict[str, str]:
         {}
     """
     return {s.name: s.fallback_error for s in steps if isinstance(s, _Compiled) and s.fallback_error}
+
+
+def record_fallbacks(record: dict, *steps: Callable) -> None:
+    """Note in the record's current segment which of ``steps`` fell back to eager (``fallbacks``).
+
+    Examples:
+        >>> rec = {"segments": [{}]}; record_fallbacks(rec, len); rec
+        {'segments': [{}]}
+    """
+    failed = fallbacks(*steps)
+    if failed:  # "auto" ran these eagerly after a compile error: the record must not say "compile"
+        record["segments"][-1]["eager_fallback"] = failed
 
 
 def mark_step_begin(mode: str) -> None:

@@ -53,13 +53,14 @@ from torch import nn
 from .augment import random_crop_flip
 from .data import check_dataset, fixed_subset, load_split, normalize
 from .evaluate import evaluate
-from .fast import compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import (compile_step, fused_kwargs, mark_step_begin, record_fallbacks, record_fast_mode,
+                   resolve_fast)
 from .faqd import FAQDConfig, FeatureAdapter, QuantReLU, fa_loss, ffa_loss, logit_mse_loss
 from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
 from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
-from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, module_fingerprint, new_record,
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, new_record, resume_teacher,
                       save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
@@ -505,18 +506,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
         if state.get("config") != config.to_dict() or state.get("device_type") != device.type:
             raise ValueError(f"checkpoint {ckpt_path} was written with another config or device type "
                              f"({state.get('device_type')}); delete it or pass resume=False")
-    teacher_name = "given"
-    if teacher is None:
-        stored = state["record"].get("teacher") if state is not None else None
-        if stored not in (None, "given"):  # a resumed run keeps the teacher it started with
-            teacher_name, teacher = stored, load_teacher(stored)
-        else:
-            teacher_name, teacher = resolve_teacher(config)
+    teacher_name, teacher, teacher_sha = resume_teacher(state, ckpt_path, teacher, lambda: resolve_teacher(config))
     check_teacher_classes(teacher, config.dataset)
-    teacher_sha = module_fingerprint(teacher)
-    if state is not None and state["record"].get("teacher_sha256", teacher_sha) != teacher_sha:
-        raise ValueError(f"checkpoint {ckpt_path} was trained against another teacher ({teacher_name} has other "
-                         "weights now): resuming would mix two teachers in one run; pass resume=False")
     init_name = "given"
     if student is None:
         init_name, student = resolve_student_init(config, teacher, teacher_name)
@@ -579,17 +570,13 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     def save(status: str) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
-        failed = fallbacks(run.loss_step)
-        if failed:  # "auto" ran the step eagerly after a compile error: the record must not say "compile"
-            record["segments"][-1]["eager_fallback"] = failed
+        record_fallbacks(record, run.loss_step)
         if ckpt_path is not None:
             save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
                              "epoch": epoch, "step": step, "order": order, "sums": sums, "record": record},
                             ckpt_path)
         if record_path is not None:
             save_record(record, record_path)
-
-    signals = StopOnSignal()  # SIGTERM (a runner or `timeout` ending the command): stop cleanly
 
     def must_stop(it: int) -> bool:
         return (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \
@@ -599,50 +586,49 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     bar = tqdm(total=c.epochs * steps, initial=epoch * steps + step, disable=not progress, desc=name, leave=False)
     stopped, old_benchmark = False, torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
-    signals.__enter__()
-    try:
-        while epoch < c.epochs and not stopped:
-            t_epoch = time.perf_counter()
-            if step == 0:  # a new epoch: shuffle; EWGS re-estimates delta every ewgs_update_every epochs
-                order = torch.randperm(n, generator=run.gen, device=device)
-                sums = torch.zeros(3, device=device)  # (loss, kd, fa) summed over steps; on device: no sync
-                if c.quantizer == "ewgs" and c.ewgs_delta == "hessian" and epoch > 0 \
-                        and epoch % c.ewgs_update_every == 0:
-                    k = min(c.ewgs_num_batches, steps)
-                    batches = [batch_of(order[i * bs:(i + 1) * bs]) for i in range(k)]  # this epoch's first k
-                    record["ewgs_updates"].append({"epoch": epoch, **run.update_deltas(batches)})
-            run.student.train()
-            while step < steps:
-                sums += run.step(batch_of(order[step * bs:(step + 1) * bs]))
-                step += 1
-                bar.update(1)
-                if step < steps and must_stop(epoch * steps + step):
-                    stopped = True
+    with StopOnSignal() as signals:  # SIGTERM (a runner or `timeout` ending the command): stop cleanly
+        try:
+            while epoch < c.epochs and not stopped:
+                t_epoch = time.perf_counter()
+                if step == 0:  # a new epoch: shuffle; EWGS re-estimates delta every ewgs_update_every epochs
+                    order = torch.randperm(n, generator=run.gen, device=device)
+                    sums = torch.zeros(3, device=device)  # (loss, kd, fa) summed over steps; on device: no sync
+                    if c.quantizer == "ewgs" and c.ewgs_delta == "hessian" and epoch > 0 \
+                            and epoch % c.ewgs_update_every == 0:
+                        k = min(c.ewgs_num_batches, steps)
+                        batches = [batch_of(order[i * bs:(i + 1) * bs]) for i in range(k)]  # this epoch's first k
+                        record["ewgs_updates"].append({"epoch": epoch, **run.update_deltas(batches)})
+                run.student.train()
+                while step < steps:
+                    sums += run.step(batch_of(order[step * bs:(step + 1) * bs]))
+                    step += 1
+                    bar.update(1)
+                    if step < steps and must_stop(epoch * steps + step):
+                        stopped = True
+                        break
+                if stopped:
                     break
-            if stopped:
-                break
-            t1 = time.perf_counter()
-            acc = evaluate(run.student, x_test, y_test, c.dataset, c.eval_batch_size)
-            loss, kd, fa = (sums / steps).tolist()
-            record["history"].append({"epoch": epoch, "iteration": (epoch + 1) * steps, "acc": acc, "loss": loss,
-                                      "kd": kd, "fa": fa, "lr": run.opt.param_groups[0]["lr"],
-                                      "lr_q": run.opt.param_groups[1]["lr"] if len(run.opt.param_groups) > 1
-                                      else None, "train_s": t1 - t_epoch,
-                                      "eval_s": time.perf_counter() - t1})
-            run.sched.step()
-            epoch, step, order, sums = epoch + 1, 0, None, None
-            bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-            stopped = epoch < c.epochs and must_stop(epoch * steps)
-            if not stopped:
-                save("running")
-    except Exception as e:  # the record says so (a crashed run is not "running"); the checkpoint stays
-        mark_failed(record, record_path, e)
-        raise
-    finally:
-        signals.__exit__(None, None, None)
-        bar.close()
-        run.remove_hooks()
-        torch.backends.cudnn.benchmark = old_benchmark
+                t1 = time.perf_counter()
+                acc = evaluate(run.student, x_test, y_test, c.dataset, c.eval_batch_size)
+                loss, kd, fa = (sums / steps).tolist()
+                record["history"].append({"epoch": epoch, "iteration": (epoch + 1) * steps, "acc": acc, "loss": loss,
+                                          "kd": kd, "fa": fa, "lr": run.opt.param_groups[0]["lr"],
+                                          "lr_q": run.opt.param_groups[1]["lr"] if len(run.opt.param_groups) > 1
+                                          else None, "train_s": t1 - t_epoch,
+                                          "eval_s": time.perf_counter() - t1})
+                run.sched.step()
+                epoch, step, order, sums = epoch + 1, 0, None, None
+                bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+                stopped = epoch < c.epochs and must_stop(epoch * steps)
+                if not stopped:
+                    save("running")
+        except Exception as e:  # the record says so (a crashed run is not "running"); the checkpoint stays
+            mark_failed(record, record_path, e)
+            raise
+        finally:
+            bar.close()
+            run.remove_hooks()
+            torch.backends.cudnn.benchmark = old_benchmark
     run.student.eval()
     if stopped:
         save("stopped")

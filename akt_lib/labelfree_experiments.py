@@ -31,11 +31,12 @@ from pathlib import Path
 
 from .data import DATASETS
 # One command line and one table format for both families:
-from .experiments import (CommandBudget, _mean_std, _teacher_cell, add_run_parser, add_table_parser,
-                          check_run_args, format_table, parse_bits)
+from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, format_table,
+                          parse_bits)
 from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
+from .runner import CommandBudget
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PAPER_SOURCES", "experiment_config", "run_experiment",
            "results_table", "format_table", "main"]

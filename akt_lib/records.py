@@ -35,7 +35,8 @@ from .data import check_dataset
 from .utils import device_name, git_commit
 
 __all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
-           "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "StopOnSignal", "mark_failed"]
+           "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "resume_teacher",
+           "StopOnSignal", "mark_failed"]
 
 RECORD_VERSION = 1
 
@@ -109,6 +110,33 @@ def mark_failed(record: dict, record_path: str | os.PathLike | None, error: Base
     record["error"] = f"{type(error).__name__}: {error}"[:1000]
     if record_path is not None:
         save_record(record, record_path)
+
+
+def resume_teacher(state: dict | None, ckpt_path, teacher: torch.nn.Module | None, resolve) -> tuple:
+    """The teacher of a run that may be resuming: ``(name, teacher, sha256)``.
+
+    A given ``teacher`` is named ``"given"``. Otherwise a resumed run (``state``: its checkpoint)
+    loads the teacher it started with, by the name its record stored, rather than whatever
+    ``resolve()`` (``-> (name, module)``, the config's ``"auto"`` choice) would pick today. Either
+    way the weights must be those it started with (``teacher_sha256``).
+
+    Raises:
+        ValueError: the checkpoint was trained against other teacher weights.
+    """
+    name = "given"
+    if teacher is None:
+        stored = state["record"].get("teacher") if state is not None else None
+        if stored not in (None, "given"):  # a resumed run keeps the teacher it started with
+            from .models import load_teacher
+
+            name, teacher = stored, load_teacher(stored)
+        else:
+            name, teacher = resolve()
+    sha = module_fingerprint(teacher)
+    if state is not None and state["record"].get("teacher_sha256", sha) != sha:
+        raise ValueError(f"checkpoint {ckpt_path} was trained against another teacher ({name} has other "
+                         "weights now): resuming would mix two teachers in one run; pass resume=False")
+    return name, teacher, sha
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:

@@ -30,12 +30,54 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
-           "default_parallel", "run_cli_parallel", "STOPPED"]
+           "default_parallel", "run_cli_parallel", "STOPPED", "CommandBudget"]
 
 COMMANDS = ("zsq", "labelfree")
 #: Exit code of a ``run`` command some of whose runs stopped at the time budget (or never started
 #: because it was spent): nothing failed, rerun the same line to continue. 0 = all complete, 1 = failure.
 STOPPED = 3
+
+
+class CommandBudget:
+    """``--time-budget`` of a ``run`` command: one deadline for the whole command, not per run.
+
+    Each run gets what is left (``left()``); after the first run, a run is not started once less
+    than ``min_start_s`` is left (``may_start`` prints why); ``exit_code()`` is 0 when every run
+    finished and ``STOPPED`` when some stopped or never started (rerun the same line to
+    continue).
+
+    Examples:
+        >>> b = CommandBudget(None); b.may_start("x"), b.left(), b.exit_code()
+        (True, None, 0)
+        >>> b.finished({"status": "stopped"}); b.exit_code()
+        3
+    """
+
+    def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
+        self._clock = time.monotonic
+        self.deadline = None if budget_s is None else self._clock() + budget_s
+        self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - self._clock())
+
+    def may_start(self, label: str, announce: bool = True) -> bool:
+        left = self.left()
+        if left is None or left >= self.min_start_s or not self.started:  # the first run always starts
+            self.started += 1
+            return True
+        if announce:
+            print(f"{label}: not started (the time budget is spent; rerun the same line to continue)", flush=True)
+        self.unfinished += 1
+        return False
+
+    def finished(self, record: dict) -> None:
+        if record.get("status") != "complete":
+            self.unfinished += 1
+
+    def exit_code(self) -> int:
+        return STOPPED if self.unfinished else 0
+
 
 
 @dataclass(frozen=True)
@@ -181,6 +223,7 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    budget = CommandBudget(budget_s, min_start_s)
     pending = list(enumerate(jobs))
     running: dict[int, tuple[subprocess.Popen, object, float]] = {}  # index -> (process, log file, start)
     results: list[JobResult | None] = [None] * len(jobs)
@@ -188,14 +231,11 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
         while pending or running:
             while pending and len(running) < max_parallel:
                 i, job = pending.pop(0)
-                now = time.monotonic() - t0
-                left = None if budget_s is None else budget_s - now
-                first = not running and all(r is None for r in results)  # the first job always starts
-                if left is not None and left < min_start_s and not first:  # spent: a rerun starts it
+                if not budget.may_start(job.name, announce=progress):  # spent: a rerun starts it
+                    now = time.monotonic() - t0
                     results[i] = JobResult(job.name, job.argv, None, now, now, 0.0, log_dir / f"{job.name}.log")
-                    if progress:
-                        print(f"{job.name}: not started (the time budget is spent; rerun to continue)", flush=True)
                     continue
+                left = budget.left()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}  # live logs while it runs
                 if threads_per_job is not None:
                     env["OMP_NUM_THREADS"] = env["AKT_TORCH_THREADS"] = str(threads_per_job)

@@ -37,7 +37,8 @@ from .augment import random_crop_flip
 from .data import DATASETS, check_dataset, fixed_subset, load_split
 from .data import normalize as normalize_images
 from .evaluate import evaluate
-from .fast import FAST_MODES, compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import (FAST_MODES, compile_step, fused_kwargs, mark_step_begin, record_fallbacks, record_fast_mode,
+                   resolve_fast)
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, new_record, results_dir, save_checkpoint,
                       save_record, start_segment)
@@ -308,38 +309,35 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     bar = tqdm(total=config.epochs * steps, initial=start * steps, disable=not progress, desc=name, unit="step")
-    signals, t_call = StopOnSignal(), time.perf_counter()  # SIGTERM: finish the epoch, checkpoint, return
-    signals.__enter__()
-    try:
-        for epoch in range(start, end):
-            t0 = time.perf_counter()
-            loss, train_acc = _train_epoch(model, opt, sched, x_train, y_train, config, gen, normalize, forward_loss,
-                                           bar, fast_mode)
-            t1 = time.perf_counter()
-            last = epoch + 1 == config.epochs
-            acc = (evaluate(model, x_test, y_test, config.dataset, config.eval_batch_size)
-                   if last or (epoch + 1) % config.eval_every == 0 else None)
-            t2 = time.perf_counter()
-            # "epoch" counts completed epochs (1 = after the first pass over the data).
-            record["history"].append({"epoch": epoch + 1, "train_loss": loss, "train_acc": train_acc, "acc": acc,
-                                      "lr_end": sched.get_last_lr()[0], "train_s": t1 - t0, "eval_s": t2 - t1})
-            record["wall_time_s"] += t2 - t0  # training + evaluation; excludes loading and writing files
-            bar.set_postfix(loss=f"{loss:.3f}", acc="-" if acc is None else f"{acc:.2f}")
-            failed = fallbacks(forward_loss)
-            if failed:  # "auto" ran the step eagerly after a compile error: the record must not say "compile"
-                record["segments"][-1]["eager_fallback"] = failed
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                             "torch_rng": torch.get_rng_state(),
-                             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                             "epoch": epoch + 1, "config": asdict(config), "device_type": device.type,
-                             "record": record}, ckpt_path)
-            if signals.requested or (time_budget_s is not None and time.perf_counter() - t_call > time_budget_s):
-                break
-    finally:
-        signals.__exit__(None, None, None)
-        bar.close()
-        torch.backends.cudnn.benchmark = old_benchmark
+    t_call = time.perf_counter()
+    with StopOnSignal() as signals:  # SIGTERM: finish the epoch, checkpoint, return
+        try:
+            for epoch in range(start, end):
+                t0 = time.perf_counter()
+                loss, train_acc = _train_epoch(model, opt, sched, x_train, y_train, config, gen, normalize,
+                                               forward_loss, bar, fast_mode)
+                t1 = time.perf_counter()
+                last = epoch + 1 == config.epochs
+                acc = (evaluate(model, x_test, y_test, config.dataset, config.eval_batch_size)
+                       if last or (epoch + 1) % config.eval_every == 0 else None)
+                t2 = time.perf_counter()
+                # "epoch" counts completed epochs (1 = after the first pass over the data).
+                record["history"].append({"epoch": epoch + 1, "train_loss": loss, "train_acc": train_acc, "acc": acc,
+                                          "lr_end": sched.get_last_lr()[0], "train_s": t1 - t0, "eval_s": t2 - t1})
+                record["wall_time_s"] += t2 - t0  # training + evaluation; excludes loading and writing files
+                bar.set_postfix(loss=f"{loss:.3f}", acc="-" if acc is None else f"{acc:.2f}")
+                record_fallbacks(record, forward_loss)
+                save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                                 "torch_rng": torch.get_rng_state(),
+                                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                                 "epoch": epoch + 1, "config": asdict(config), "device_type": device.type,
+                                 "record": record}, ckpt_path)
+                if signals.requested or (time_budget_s is not None and time.perf_counter() - t_call > time_budget_s):
+                    break
+        finally:
+            bar.close()
+            torch.backends.cudnn.benchmark = old_benchmark
     model.eval()
     if len(record["history"]) < config.epochs:
         return model, record  # interrupted on purpose (stop_after): resume later

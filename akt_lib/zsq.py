@@ -38,12 +38,13 @@ from . import losses as L
 from .bns import BNStatsTap, bns_loss
 from .data import check_dataset, fixed_subset, load_split
 from .evaluate import evaluate
-from .fast import compile_step, fallbacks, fused_kwargs, mark_step_begin, record_fast_mode, resolve_fast
+from .fast import (compile_step, fused_kwargs, mark_step_begin, record_fallbacks, record_fast_mode,
+                   resolve_fast)
 from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
-from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, module_fingerprint, new_record,
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, new_record, resume_teacher,
                       save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
@@ -372,8 +373,6 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     """
     from tqdm.auto import tqdm
 
-    from .models import load_teacher
-
     if not isinstance(config, ZSQConfig):
         raise TypeError(f"config must be a ZSQConfig, got {type(config).__name__}")
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -390,18 +389,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
             raise ValueError(f"checkpoint {ckpt_path} was written on {state['device_type']}, this run is on "
                              f"{device.type}: resume it there, or pass resume=False to start again")
 
-    teacher_name = "given"
-    if teacher is None:
-        stored = state["record"].get("teacher") if state is not None else None
-        if stored not in (None, "given"):  # a resumed run keeps the teacher it started with
-            teacher_name, teacher = stored, load_teacher(stored)
-        else:
-            teacher_name, teacher = resolve_teacher(config)
+    teacher_name, teacher, teacher_sha = resume_teacher(state, ckpt_path, teacher, lambda: resolve_teacher(config))
     teacher = copy.deepcopy(teacher)
-    teacher_sha = module_fingerprint(teacher)
-    if state is not None and state["record"].get("teacher_sha256", teacher_sha) != teacher_sha:
-        raise ValueError(f"checkpoint {ckpt_path} was trained against another teacher ({teacher_name} has other "
-                         "weights now): resuming would mix two teachers in one run; pass resume=False")
     run = _Run(config, teacher, device, fast=fast)
 
     images, labels = load_split(config.dataset, "test")
@@ -434,9 +423,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     def save(iteration: int, status: str) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
-        failed = fallbacks(*compiled)
-        if failed:  # "auto" ran these eagerly after a compile error: the record must not say "compile"
-            record["segments"][-1]["eager_fallback"] = failed
+        record_fallbacks(record, *compiled)
         if ckpt_path is not None:
             save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
                              "iteration": iteration, "record": record, "loss_sums": loss_sums,
