@@ -416,6 +416,8 @@ def check_run_args(parser, args, experiments, family: str) -> Path:
         bad = [b for b in args.bits or [] if b not in experiments[name].bits]
         if bad:
             parser.error(f"{name} is defined at {', '.join(experiments[name].bits)}, not {', '.join(bad)}")
+    if args.time_budget is not None and not args.time_budget >= 0:
+        parser.error(f"--time-budget must be seconds >= 0, got {args.time_budget}")
     return Path(args.out) if args.out else results_dir() / family / args.profile
 
 

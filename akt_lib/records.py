@@ -147,6 +147,8 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         >>> module_fingerprint(a) == module_fingerprint(a), module_fingerprint(a) == module_fingerprint(b)
         (True, False)
     """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module_fingerprint needs a torch.nn.Module (e.g. the teacher), got {type(module).__name__}")
     h = hashlib.sha256()
     for key, value in sorted(module.state_dict().items()):
         t = value.detach().cpu().contiguous()

@@ -54,6 +54,9 @@ class CommandBudget:
     """
 
     def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
+        for name, v in (("time budget", budget_s), ("min_start_s", min_start_s)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+                raise ValueError(f"{name} must be a number of seconds >= 0 (or None for no budget), got {v!r}")
         self._clock = time.monotonic
         self.deadline = None if budget_s is None else self._clock() + budget_s
         self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0
@@ -218,12 +221,12 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"job names must be unique (they name the log files); repeated: {', '.join(dup)}")
+    budget = CommandBudget(budget_s, min_start_s)  # checks the budget before anything is created
     if not jobs:
         return []
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    budget = CommandBudget(budget_s, min_start_s)
     pending = list(enumerate(jobs))
     running: dict[int, tuple[subprocess.Popen, object, float]] = {}  # index -> (process, log file, start)
     results: list[JobResult | None] = [None] * len(jobs)

@@ -82,6 +82,8 @@ def test_jobs_option_refuses_repeated_seeds_and_bad_counts(tmp_path):
     with pytest.raises(SystemExit):
         experiments.main(["run", "gdfq", "--seeds", "0", "0", "--jobs", "2", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
+        experiments.main(["run", "gdfq", "--time-budget", "-5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
         experiments.main(["run", "gdfq", "--jobs", "0", "--out", str(tmp_path)])
 
 

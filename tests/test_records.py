@@ -178,3 +178,10 @@ def test_commit_from_the_environment_wins(monkeypatch):
     assert git_commit() == "0123abc" and new_record("zsq", "x", "cifar10-jpeg", {}, 0, "smoke", "cpu")["commit"] == "0123abc"
     monkeypatch.setenv("AKT_COMMIT", "")
     assert git_commit() == here
+
+
+def test_module_fingerprint_needs_a_module():
+    from akt_lib.records import module_fingerprint
+
+    with pytest.raises(TypeError, match="needs a torch.nn.Module"):
+        module_fingerprint({"weight": torch.zeros(2)})

@@ -217,3 +217,13 @@ def test_exit_codes_say_whether_to_rerun(monkeypatch, tmp_path, capsys):
     assert experiments.main(argv + ["--seeds", "1"]) == 0
     assert experiments.main(argv + ["--seeds", "0", "1", "--time-budget", "100"]) == STOPPED
     assert calls[0] is None and 0 < calls[-1] <= calls[-2] <= 100  # one budget for the command, shrinking
+
+
+def test_command_budget_refuses_a_negative_or_non_numeric_budget():
+    from akt_lib.runner import CommandBudget
+
+    for bad in (-1.0, "600", float("nan"), True):
+        with pytest.raises(ValueError, match="number of seconds >= 0"):
+            CommandBudget(bad)
+    with pytest.raises(ValueError, match="min_start_s"):
+        run_jobs([Job("a", ())], 1, "/nonexistent-never-created", budget_s=10.0, min_start_s=-1.0)
