@@ -26,12 +26,12 @@ from pathlib import Path
 
 from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
-from .records import load_records, results_dir
+from .records import first_nonfinite_epoch, load_records, results_dir
 from .runner import CommandBudget
-from .zsq import ZSQConfig, smoke_config, train_zsq
+from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
-           "run_zeroq", "run_records", "progress_table", "results_table", "format_table", "main"]
+           "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -296,10 +296,17 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                   names: list[str] | None = None) -> list[dict]:
     """Ours vs the paper's, one row per (experiment, bits): mean ± std over seeds of best and
     final accuracy, drop from our FP teacher, delta to the baseline (the paper's Δ) and to the
-    control (the same row without the method's term: AKT's RFD), the training-step mode of the
-    runs (``akt_lib.fast``: ``off`` = eager, ``compile`` ...), and the paper's numbers. Rows with
-    no record say ``"not run"``; never a paper number in our columns."""
+    control (the same row without the method's term: AKT's RFD), how many seeds collapsed
+    (``collapsed``), the training-step mode of the runs (``akt_lib.fast``: ``off`` = eager,
+    ``compile`` ...), and the paper's numbers. Rows with no record say ``"not run"``; never a paper
+    number in our columns.
+
+    A seed has *collapsed* when its run ended at chance accuracy (within one point of 100 / classes)
+    or its losses became non-finite (``records.first_nonfinite_epoch``): its best accuracy then
+    comes from before the collapse, picked on the test set, and the mean of the best column hides
+    it. The final column shows it."""
     by_row = run_records(profile, dataset, folder)
+    chance = 100.0 / DATASETS[dataset].num_classes
     rows = []
     for name in names or list(EXPERIMENTS):
         for bits in EXPERIMENTS[name].bits:
@@ -320,6 +327,8 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                                   if best and base_best else "—"),
                 "Δ vs control": (f"{statistics.mean(best) - statistics.mean(control_best):+.2f}"
                                  if best and control_best else "—"),
+                "collapsed": (f"{sum(collapsed(r, chance) for r in rs)} of {len(rs)}"
+                              if rs and EXPERIMENTS[name].kind == "zsq" else "—"),
                 "steps": (" / ".join(sorted({str(r.get("fast", "off")) for r in rs})) or "—"
                           if EXPERIMENTS[name].kind == "zsq" else "—"),  # PTQ trains nothing
                 "paper": f"{paper[0]:.2f}" if paper else "—",
@@ -328,6 +337,19 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "paper source": paper[1] if paper else "—",
             })
     return rows
+
+
+def collapsed(record: dict, chance: float) -> bool:
+    """Whether a training run collapsed: it ended within one point of ``chance`` accuracy, or its
+    losses became non-finite at some epoch.
+
+    Examples:
+        >>> collapsed({"final_acc": 10.0, "history": []}, 10.0), collapsed({"final_acc": 85.2, "history": []}, 10.0)
+        (True, False)
+        >>> collapsed({"final_acc": 85.2, "history": [{"epoch": 3, "loss_s": "nan"}]}, 10.0)
+        True
+    """
+    return record["final_acc"] <= chance + 1.0 or first_nonfinite_epoch(record, LOSS_KEYS) is not None
 
 
 def _teacher_cell(rs: list[dict], show) -> str:

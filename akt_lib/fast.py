@@ -13,8 +13,13 @@ those trainers run the *same* functions through ``torch.compile``:
   update is compiled too.
 * ``"cudagraphs"``: as ``"compile"`` plus CUDA-graph replay (``mode="reduce-overhead"``): one
   launch per graph instead of one per kernel. CUDA only.
-* ``"auto"`` (the trainers' default): ``"compile"`` on CUDA, ``"off"`` elsewhere — compiling costs
-  tens of seconds, which a CPU smoke run never earns back.
+* ``"auto"`` (the trainers' default): on CUDA the fastest mode measured and checked for that
+  trainer, ``"off"`` elsewhere — compiling costs tens of seconds, which a CPU smoke run never earns
+  back. On CUDA that is ``"cudagraphs"`` for the zero-shot rows without gradient inundation (on an
+  H100 the AKT step took 12.0 ms against 38.9 ms compiled and 69.7 ms eager, and a short AKT run
+  ended within the eager-vs-eager spread of accuracy: ``results/bench/bench-cuda-trace-akt.json``,
+  ``results/fastcheck/``), and ``"compile"`` for the rest (GDFQ+AIT, label-free, teachers), whose
+  CUDA-graph step has not been checked yet.
 
 The graphs have static shapes (``dynamic=False``) and contain no host synchronisation; Python
 state the step depends on (a quantizer's ``frozen`` flag, the learning rate at a milestone) is
@@ -39,22 +44,24 @@ __all__ = ["FAST_MODES", "resolve_fast", "compile_step", "fallbacks", "record_fa
 FAST_MODES = ("auto", "off", "compile", "cudagraphs")
 
 
-def resolve_fast(mode: str, device: torch.device | str) -> str:
+def resolve_fast(mode: str, device: torch.device | str, cuda_auto: str = "compile") -> str:
     """The concrete mode (``"off"``, ``"compile"`` or ``"cudagraphs"``) for ``mode`` on ``device``.
 
     Args:
         mode: one of ``FAST_MODES``.
         device: where the step runs.
+        cuda_auto: what ``"auto"`` means on CUDA for this trainer: the fastest mode that has been
+            measured *and* checked against eager for it (``"compile"`` unless a trainer says more).
 
     Returns:
-        ``"auto"`` resolved: ``"compile"`` on CUDA, ``"off"`` otherwise; other modes unchanged.
+        ``"auto"`` resolved: ``cuda_auto`` on CUDA, ``"off"`` otherwise; other modes unchanged.
 
     Raises:
         ValueError: unknown mode, or ``"cudagraphs"`` on a device other than CUDA.
 
     Examples:
-        >>> resolve_fast("auto", "cpu"), resolve_fast("compile", "cpu")
-        ('off', 'compile')
+        >>> resolve_fast("auto", "cpu"), resolve_fast("compile", "cpu"), resolve_fast("auto", "cpu", "cudagraphs")
+        ('off', 'compile', 'off')
         >>> resolve_fast("cudagraphs", "cpu")
         Traceback (most recent call last):
         ...
@@ -62,9 +69,11 @@ def resolve_fast(mode: str, device: torch.device | str) -> str:
     """
     if mode not in FAST_MODES:
         raise ValueError(f"fast must be one of {FAST_MODES}, got {mode!r}")
+    if cuda_auto not in ("compile", "cudagraphs"):
+        raise ValueError(f"cuda_auto must be 'compile' or 'cudagraphs', got {cuda_auto!r}")
     kind = torch.device(device).type
     if mode == "auto":
-        return "compile" if kind == "cuda" else "off"
+        return cuda_auto if kind == "cuda" else "off"
     if mode == "cudagraphs" and kind != "cuda":
         raise ValueError(f"fast='cudagraphs' needs a CUDA device, got {kind} (use 'compile' or 'off')")
     return mode

@@ -60,8 +60,8 @@ from .features import FeatureTap
 from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableError, build_model, load_teacher
 from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
-from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, new_record, resume_teacher,
-                      save_checkpoint, save_record, start_segment)
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
+                      nonfinite_keys, resume_teacher, save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
 
@@ -468,7 +468,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                     teacher: nn.Module | None = None, student: nn.Module | None = None, resume: bool = True,
                     progress: bool = True, device: str | torch.device | None = None,
                     time_budget_s: float | None = None, stop_after_iters: int | None = None,
-                    tags: dict | None = None, fast: str = "auto") -> tuple[nn.Module, dict]:
+                    tags: dict | None = None, fast: str = "auto",
+                    stop_on_nonfinite: bool = True) -> tuple[nn.Module, dict]:
     """Train a quantized student by label-free distillation (or, ``loss="ce"``, with labels). Chapters 6–7.
 
     Args:
@@ -485,6 +486,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
         stop_after_iters: stop cleanly at this global iteration (tests, splitting long runs).
         tags: extra record fields, e.g. ``{"experiment": "ewgs+sqakd", "bits": "w2a2"}``.
         fast: ``akt_lib.fast`` mode (``"auto"``: compiled on CUDA, eager elsewhere); recorded.
+        stop_on_nonfinite: finish the run after an epoch whose mean losses are not finite
+            (``record["diverged"]``; ``records.mark_diverged``); ``False`` runs on through NaN.
 
     Returns:
         ``(student, record)``: the student in ``eval()`` mode, and the record (``kind="labelfree"``;
@@ -619,6 +622,10 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                 run.sched.step()
                 epoch, step, order, sums = epoch + 1, 0, None, None
                 bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+                bad = nonfinite_keys(record["history"][-1], ("loss", "kd", "fa"))
+                if bad and stop_on_nonfinite:  # NaN in the weights from here on: finish the run now
+                    mark_diverged(record, epoch - 1, epoch * steps, bad)
+                    break
                 stopped = epoch < c.epochs and must_stop(epoch * steps)
                 if not stopped:
                     save("running")

@@ -36,7 +36,7 @@ from .utils import device_name, git_commit
 
 __all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
            "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "resume_teacher",
-           "StopOnSignal", "mark_failed"]
+           "StopOnSignal", "mark_failed", "nonfinite_keys", "mark_diverged", "first_nonfinite_epoch"]
 
 RECORD_VERSION = 1
 
@@ -110,6 +110,66 @@ def mark_failed(record: dict, record_path: str | os.PathLike | None, error: Base
     record["error"] = f"{type(error).__name__}: {error}"[:1000]
     if record_path is not None:
         save_record(record, record_path)
+
+
+def nonfinite_keys(entry: dict, keys) -> list[str]:
+    """The ``keys`` whose value in a history ``entry`` is not a finite number.
+
+    NaN and infinity are written to JSON as the strings ``"nan"``, ``"inf"`` and ``"-inf"``; both
+    spellings count. A key the entry lacks (or ``None``) is not reported.
+
+    Examples:
+        >>> nonfinite_keys({"loss": float("nan"), "kd": 1.0, "fa": "inf", "acc": None}, ("loss", "kd", "fa", "acc"))
+        ['loss', 'fa']
+    """
+    bad = []
+    for k in keys:
+        v = entry.get(k)
+        if v is None:
+            continue
+        try:
+            if not math.isfinite(float(v)):
+                bad.append(k)
+        except (TypeError, ValueError):
+            bad.append(k)
+    return bad
+
+
+def mark_diverged(record: dict, epoch: int, iteration: int, keys: list[str]) -> None:
+    """Note in ``record`` that training stopped at the end of ``epoch`` because its losses ``keys``
+    were not finite.
+
+    A non-finite loss puts NaN into every gradient and, through the update, into the weights, so no
+    later epoch can change the outcome: the trainers stop there and finish the run (its final
+    accuracy is the last evaluation's) instead of spending the rest of the schedule on NaN. The
+    schedule's remaining epochs are recorded as not run.
+
+    Examples:
+        >>> rec = {"config": {"epochs": 200}}; mark_diverged(rec, 155, 31200, ["loss_s"])
+        >>> rec["diverged"]["epoch"], rec["diverged"]["epochs_not_run"]
+        (155, 44)
+    """
+    total = (record.get("config") or {}).get("epochs")
+    record["diverged"] = {"epoch": int(epoch), "iteration": int(iteration), "losses": list(keys),
+                          "epochs_not_run": int(total) - int(epoch) - 1 if total is not None else None}
+
+
+def first_nonfinite_epoch(record: dict, keys) -> int | None:
+    """The first epoch of ``record``'s history with a non-finite loss among ``keys`` (None: none).
+
+    Records written before the trainers stopped at a non-finite loss ran on through NaN epochs;
+    this finds where that began.
+
+    Examples:
+        >>> first_nonfinite_epoch({"history": [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": "nan"}]}, ["loss"])
+        1
+    """
+    if record.get("diverged"):
+        return record["diverged"]["epoch"]
+    for h in record.get("history") or []:
+        if nonfinite_keys(h, keys):
+            return h.get("epoch")
+    return None
 
 
 def resume_teacher(state: dict | None, ckpt_path, teacher: torch.nn.Module | None, resolve) -> tuple:

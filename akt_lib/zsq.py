@@ -44,11 +44,11 @@ from .features import FeatureTap
 from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
-from .records import (StopOnSignal, finish_record, load_checkpoint, mark_failed, new_record, resume_teacher,
-                      save_checkpoint, save_record, start_segment)
+from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
+                      nonfinite_keys, resume_teacher, save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
-__all__ = ["ZSQConfig", "train_zsq", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
+__all__ = ["ZSQConfig", "train_zsq", "cuda_auto_mode", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
 
 GENERATOR_LOSSES = ("gdfq", "adadfq")
 STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
@@ -160,13 +160,25 @@ def resolve_teacher(config: ZSQConfig) -> tuple[str, nn.Module]:
     raise TeacherUnavailableError("no teacher available for " + config.dataset + ":\n" + "\n".join(errors))
 
 
+def cuda_auto_mode(config: ZSQConfig) -> str:
+    """What ``fast="auto"`` runs on CUDA for ``config``: CUDA graphs where they were measured and
+    checked against eager (``akt_lib.fast``), i.e. every row but gradient inundation, whose compiled
+    update is not one graph (``fullgraph=False``) and keeps ``"compile"``.
+
+    Examples:
+        >>> cuda_auto_mode(ZSQConfig(rfd="released")), cuda_auto_mode(ZSQConfig(inundation=True, weight_decay=0.0))
+        ('cudagraphs', 'compile')
+    """
+    return "compile" if config.inundation else "cudagraphs"
+
+
 class _Run:
     """The state of one run (models, optimizers, RNG) and its two steps."""
 
     def __init__(self, config: ZSQConfig, teacher: nn.Module, device: torch.device, fast: str = "off"):
         c = self.config = config
         self.device = device
-        self.fast = resolve_fast(fast, device)
+        self.fast = resolve_fast(fast, device, cuda_auto=cuda_auto_mode(c))
         self.num_classes = check_dataset(c.dataset).num_classes
         torch.manual_seed(c.seed)
         self.teacher = teacher.to(device).eval()
@@ -349,7 +361,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
               teacher: nn.Module | None = None, resume: bool = True, progress: bool = True,
               device: str | torch.device | None = None, time_budget_s: float | None = None,
               stop_after_iters: int | None = None, fast: str = "auto",
-              tags: dict | None = None) -> tuple[nn.Module, dict]:
+              tags: dict | None = None, stop_on_nonfinite: bool = True) -> tuple[nn.Module, dict]:
     """Train a zero-shot quantized student; return ``(student, record)``.
 
     Args:
@@ -362,10 +374,15 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         device: default ``akt_lib.utils.get_device()``.
         time_budget_s: stop (after writing a checkpoint) once this much wall time has passed.
         stop_after_iters: stop (after writing a checkpoint) at this global iteration (tests).
-        fast: ``akt_lib.fast`` mode: ``"auto"`` (compiled on CUDA, eager elsewhere), ``"off"``
+        fast: ``akt_lib.fast`` mode: ``"auto"`` (on CUDA: CUDA graphs, compiled for GDFQ+AIT; eager
+            elsewhere), ``"off"``
             (the eager reference), ``"compile"`` or ``"cudagraphs"``. Recorded as ``record["fast"]``.
         tags: extra record fields, e.g. ``{"experiment": "adadfq+akt", "bits": "w3a3"}`` (written with
             the first record, so a stopped run's record carries them too).
+        stop_on_nonfinite: finish the run at the end of an epoch whose mean losses are not finite
+            (``record["diverged"]`` says where; ``records.mark_diverged``). The check reads the
+            epoch's means, which the history needs anyway: no extra host sync. ``False`` runs the
+            schedule to its end as the reference does, through NaN.
 
     Returns:
         The student (frozen ranges, eval mode) and the record (``status`` is ``"complete"`` or
@@ -476,6 +493,10 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                         run.sched_s.step()
                     bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
+                    bad = nonfinite_keys(record["history"][-1], LOSS_KEYS)
+                    if bad and stop_on_nonfinite:  # NaN in the weights from here on: finish the run now
+                        mark_diverged(record, epoch, it, bad)
+                        break
                     save(it, "running")
                 elif it % c.checkpoint_every == 0:
                     save(it, "running")

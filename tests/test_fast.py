@@ -31,6 +31,10 @@ def _aot_eager(monkeypatch):
 def test_resolve_fast():
     assert resolve_fast("auto", "cpu") == "off"
     assert resolve_fast("auto", torch.device("cuda", 0)) == "compile"
+    assert resolve_fast("auto", "cuda", cuda_auto="cudagraphs") == "cudagraphs"
+    assert resolve_fast("compile", "cuda", cuda_auto="cudagraphs") == "compile"  # only "auto" follows it
+    with pytest.raises(ValueError, match="cuda_auto must be"):
+        resolve_fast("auto", "cuda", cuda_auto="off")
     assert resolve_fast("cudagraphs", "cuda") == "cudagraphs"
     assert resolve_fast("off", "cuda") == "off"
     with pytest.raises(ValueError, match="fast must be one of"):

@@ -351,3 +351,29 @@ def test_resume_keeps_segments_refuses_another_teacher_and_leaves_a_finished_run
     before = path.read_bytes()
     _, again = lf.train_labelfree(config, teacher=teacher, **kw)
     assert path.read_bytes() == before and again["segments"] == rec["segments"]
+
+
+def test_a_run_whose_losses_turn_nan_stops_at_that_epoch(teacher, monkeypatch):
+    # Poison one student weight during epoch 1 (of 4): every later loss is NaN. The run must finish
+    # at the end of epoch 1 with the reason recorded, or (stop_on_nonfinite=False) run on as before.
+    config = _row_config("ewgs-ste+sqakd", epochs=4)
+    steps_per_epoch = config.train_size // config.batch_size
+    real_step, calls = lf._Run.step, {"n": 0}
+
+    def step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 1:
+            with torch.no_grad():
+                next(p for p in self.student.parameters() if p.dim() == 4).fill_(float("nan"))
+        return real_step(self, batch)
+
+    monkeypatch.setattr(lf._Run, "step", step)
+    _, rec = lf.train_labelfree(config, name="nan", teacher=teacher, student=teacher, progress=False, device="cpu")
+    assert rec["status"] == "complete" and [h["epoch"] for h in rec["history"]] == [0, 1]
+    assert rec["diverged"] == {"epoch": 1, "iteration": 2 * steps_per_epoch, "losses": ["loss", "kd"],
+                               "epochs_not_run": 2}
+    assert rec["final_acc"] == rec["history"][-1]["acc"]
+    calls["n"] = 0
+    _, rec = lf.train_labelfree(config, name="nan", teacher=teacher, student=teacher, progress=False, device="cpu",
+                                stop_on_nonfinite=False)
+    assert len(rec["history"]) == 4 and "diverged" not in rec

@@ -414,3 +414,42 @@ def test_results_table_flags_a_row_whose_seeds_had_different_teachers(tmp_path):
         (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
     row = next(r for r in results_table("paper", folder=tmp_path, names=["gdfq"]) if r["bits"] == "W4A4")
     assert row["teacher"].startswith("MIXED: 2 teachers")
+
+
+def test_a_run_whose_losses_turn_nan_stops_at_that_epoch(teacher, tmp_path, monkeypatch):
+    # Poison one student weight in epoch 1 (after the warm-up epoch 0): every later student loss is
+    # NaN. The run finishes at the end of epoch 1 with the reason recorded, and a rerun leaves it be.
+    import akt_lib.zsq as zsq
+
+    config = _tiny(epochs=4, lr_milestones=(3,))
+    real_step, calls = zsq._Run.step, {"n": 0}
+
+    def step(self, train_student):
+        calls["n"] += 1
+        if calls["n"] == config.iters_per_epoch + 1:
+            with torch.no_grad():
+                next(p for p in self.student.parameters() if p.dim() == 4).fill_(float("nan"))
+        return real_step(self, train_student)
+
+    monkeypatch.setattr(zsq._Run, "step", step)
+    kw = dict(name="nan", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    _, rec = train_zsq(config, **kw)
+    assert rec["status"] == "complete" and [h["epoch"] for h in rec["history"]] == [0, 1]
+    assert rec["diverged"]["epoch"] == 1 and rec["diverged"]["epochs_not_run"] == 2
+    assert "loss_s" in rec["diverged"]["losses"] and rec["final_acc"] == rec["history"][-1]["acc"]
+    calls["n"] = 0
+    _, again = train_zsq(config, **kw)  # finished: returned untouched
+    assert json.dumps(again["history"]) == json.dumps(rec["history"]) and calls["n"] == 0  # (NaN != NaN)
+    _, through = train_zsq(config, **{**kw, "out_dir": None}, stop_on_nonfinite=False)
+    assert len(through["history"]) == 4 and "diverged" not in through
+
+
+def test_results_table_counts_collapsed_seeds(tmp_path):
+    # Seed 0 ended at chance, seed 1 had a NaN epoch (an old record that ran on through it), seed 2 is fine.
+    for seed, final, hist in ((0, 10.0, []), (1, 60.0, [{"epoch": 5, "loss_s": "nan"}]), (2, 85.0, [])):
+        rec = {"kind": "zsq", "name": "gdfq-w4a4", "experiment": "gdfq", "bits": "w4a4", "seed": seed,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": hist,
+               "best_acc": 86.0, "final_acc": final, "teacher_acc": 88.0, "teacher": "t"}
+        (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
+    rows = {r["bits"]: r for r in results_table("paper", folder=tmp_path, names=["gdfq"])}
+    assert rows["W4A4"]["collapsed"] == "2 of 3" and rows["W5A5"]["collapsed"] == "—"
