@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -43,8 +43,8 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "loss_agreement", "profile_step", "trace_markdown", "markdown_table", "row_minutes", "row_minutes_markdown",
-           "agreement_markdown", "ROW_OF_CASE", "main"]
+           "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table", "row_minutes",
+           "row_minutes_markdown", "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
 #: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
-    p.add_argument("--concurrency", nargs="*", type=int, default=None, help="process counts, e.g. 1 2 4 (none: skip)")
+    p.add_argument("--concurrency", nargs="*", type=int, default=None, help="process counts (default: the profile's, 1 2 4 for paper); the flag with no counts skips "
+                        "the concurrency measurement")
     p.add_argument("--concurrency-case", default="akt", choices=list(CASES))
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="record folder (default: results/bench)")
@@ -608,8 +609,38 @@ def agreement_markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
-def trace_markdown(record: dict, case: str) -> str:
-    """The profiler summary of one case (``--trace``), one column block per mode.
+def trace_summary_markdown(record: dict, case: str) -> str:
+    """One line per mode of a case's profiler trace: the step's wall time under the profiler, the
+    time its GPU kernels took, and the kernels' share of the wall time.
+
+    The profiler slows the host side (it records every launch), so its wall times are above the
+    unprofiled timings; the kernel times are what the GPU did.
+
+    Examples:
+        >>> rec = {"cases": [{"case": "akt", "traces": {"off": {"steps": 2, "wall_ms_per_step": 40.0,
+        ...     "device_ms_per_step": 20.0, "timer": "cuda", "top": []}}}]}
+        >>> print(trace_summary_markdown(rec, "akt"))
+        | mode | wall ms/step (profiled) | GPU kernels ms/step | kernels' share |
+        | --- | --- | --- | --- |
+        | off | 40.0 | 20.0 | 50 % |
+    """
+    lines = ["| mode | wall ms/step (profiled) | GPU kernels ms/step | kernels' share |", "| --- | --- | --- | --- |"]
+    for mode, t in _traces(record, case).items():
+        lines.append(f"| {mode} | {t['wall_ms_per_step']:.1f} | {t['device_ms_per_step']:.1f} | "
+                     f"{100.0 * t['device_ms_per_step'] / t['wall_ms_per_step']:.0f} % |")
+    return "\n".join(lines)
+
+
+def _traces(record: dict, case: str) -> dict:
+    row = next((r for r in record["cases"] if r["case"] == case), None)
+    if row is None or not row.get("traces"):
+        raise ValueError(f"the record has no profiler trace for {case!r} (run the bench with --trace STEPS)")
+    return row["traces"]
+
+
+def trace_markdown(record: dict, case: str, modes: Sequence[str] | None = None) -> str:
+    """The profiler summary of one case (``--trace``), one column block per mode (``modes``: only
+    these, in this order; default all).
 
     Examples:
         >>> rec = {"cases": [{"case": "akt", "traces": {"off": {"steps": 2, "wall_ms_per_step": 40.0,
@@ -622,11 +653,13 @@ def trace_markdown(record: dict, case: str) -> str:
         | --- | --- | --- |
         | conv | 5.00 | 30.0 |
     """
-    row = next((r for r in record["cases"] if r["case"] == case), None)
-    if row is None or not row.get("traces"):
-        raise ValueError(f"the record has no profiler trace for {case!r} (run the bench with --trace STEPS)")
+    traces = _traces(record, case)
+    unknown = [m for m in modes or () if m not in traces]
+    if unknown:
+        raise ValueError(f"no trace of {unknown} for {case!r}; traced: {', '.join(traces)}")
     blocks = []
-    for mode, t in row["traces"].items():
+    for mode in modes or list(traces):
+        t = traces[mode]
         share = 100.0 * t["device_ms_per_step"] / t["wall_ms_per_step"]
         lines = [f"**{mode}**: {t['wall_ms_per_step']:.1f} ms per step (wall), {t['device_ms_per_step']:.1f} ms of it "
                  f"on the {t['timer']} timer ({share:.0f} %)", "", "| operator / kernel | ms per step | calls per step |",

@@ -148,6 +148,10 @@ def test_a_failing_fast_mode_is_recorded_and_the_trace_is_kept(tmp_path, monkeyp
     assert trace["steps"] == 2 and trace["timer"] == "cpu" and trace["top"] and trace["wall_ms_per_step"] > 0
     assert "| teacher | 2 |" in bench.markdown_table(record) and "| failed |" in bench.markdown_table(record)
     assert bench.trace_markdown(record, "teacher").startswith("**off**:")
+    assert bench.trace_markdown(record, "teacher", modes=["off"]) == bench.trace_markdown(record, "teacher")
+    with pytest.raises(ValueError, match="no trace of \\['compile'\\]"):  # it failed: nothing was traced
+        bench.trace_markdown(record, "teacher", modes=["compile"])
+    assert bench.trace_summary_markdown(record, "teacher").splitlines()[2].startswith("| off | ")
     with pytest.raises(ValueError, match="no profiler trace for 'gdfq'"):
         bench.trace_markdown(record, "gdfq")
     with pytest.raises(SystemExit):
