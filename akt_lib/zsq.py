@@ -60,8 +60,10 @@ STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
 #: the logit loss's: an option for exercises, not a row).
 RFD_MODES = ("off", "released", "released-zero", "averaged")
 _RFD_ON = ("released", "averaged")
-#: The losses every iteration reports; the record's history keeps their mean over each epoch.
-LOSS_KEYS = ("loss_g", "loss_s", "bns", "rfd")
+#: What every iteration reports: its losses and the norm of the student's gradient (``grad_s``, 0 while
+#: the student does not train; before any update, e.g. gradient inundation, changes it). The record's
+#: history keeps their mean over each epoch: a diverging run shows its gradient growing there first.
+LOSS_KEYS = ("loss_g", "loss_s", "bns", "rfd", "grad_s")
 
 
 @dataclass(frozen=True)
@@ -244,11 +246,14 @@ class _Run:
         # Student step on the same images, detached from G. Its forward also calibrates the
         # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
         loss_s, rfd = self.student_forward(x, t_logits, y, t_feats)
+        grad_s = torch.zeros((), device=self.device)
         if train_student:
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
+            grads = [p.grad for p in self.student.parameters() if p.grad is not None]
+            grad_s = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # on the device: no sync
             self.student_update()
-        stats.update(loss_s=keep(loss_s), rfd=keep(rfd))
+        stats.update(loss_s=keep(loss_s), rfd=keep(rfd), grad_s=grad_s)
         return stats
 
     def _generator_forward(self, z: torch.Tensor, y: torch.Tensor):
@@ -424,6 +429,10 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
             return run.student, record
         loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
         loss_sums = loss_sums.to(device) if loss_sums is not None else None
+        if loss_sums is not None and loss_sums.numel() < len(LOSS_KEYS):
+            # A checkpoint from before grad_s was logged: that epoch's grad_s mean counts the
+            # iterations after the resume only (as zeros before it).
+            loss_sums = torch.cat([loss_sums, loss_sums.new_zeros(len(LOSS_KEYS) - loss_sums.numel())])
     if record is None:
         record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
         record["teacher"] = teacher_name

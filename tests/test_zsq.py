@@ -453,3 +453,14 @@ def test_results_table_counts_collapsed_seeds(tmp_path):
         (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
     rows = {r["bits"]: r for r in results_table("paper", folder=tmp_path, names=["gdfq"])}
     assert rows["W4A4"]["collapsed"] == "2 of 3" and rows["W5A5"]["collapsed"] == "—"
+
+
+def test_step_reports_the_students_gradient_norm(teacher):
+    import akt_lib.zsq as zsq
+
+    run = zsq._Run(_tiny(), copy.deepcopy(teacher), torch.device("cpu"))
+    assert run.step(train_student=False)["grad_s"].item() == 0.0  # warm-up: no student update, no gradient
+    stats = run.step(train_student=True)
+    # SGD's step leaves .grad as backward wrote it: the norm over every parameter, recomputed by hand.
+    by_hand = sum(float((p.grad ** 2).sum()) for p in run.student.parameters() if p.grad is not None) ** 0.5
+    assert by_hand > 0 and stats["grad_s"].item() == pytest.approx(by_hand, rel=1e-5)
