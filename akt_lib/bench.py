@@ -43,8 +43,8 @@ from .models import build_model
 from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
-           "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table", "row_minutes",
-           "row_minutes_markdown", "agreement_markdown", "ROW_OF_CASE", "main"]
+           "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table",
+           "row_minutes", "row_minutes_markdown", "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
 #: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
@@ -395,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
     p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
-    p.add_argument("--concurrency", nargs="*", type=int, default=None, help="process counts (default: the profile's, 1 2 4 for paper); the flag with no counts skips "
-                        "the concurrency measurement")
+    p.add_argument("--concurrency", nargs="*", type=int, default=None,
+                   help="process counts (default: the profile's, 1 2 4 for paper); the flag with no counts "
+                        "skips the concurrency measurement")
     p.add_argument("--concurrency-case", default="akt", choices=list(CASES))
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="record folder (default: results/bench)")
