@@ -61,7 +61,7 @@ from .models import ARCHS, TEACHERS, CIFARResNet, ResNetA, TeacherUnavailableErr
 from .qat import QAT_METHODS, IntervalQuantizer, QATConfig, QATConv2d, init_qat_model, sqakd_kl_loss, update_ewgs_deltas
 from .quant import quantize_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
-                      nonfinite_keys, resume_teacher, save_checkpoint, save_record, start_segment)
+                      resume_teacher, save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
 
@@ -622,9 +622,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                 run.sched.step()
                 epoch, step, order, sums = epoch + 1, 0, None, None
                 bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-                bad = nonfinite_keys(record["history"][-1], ("loss", "kd", "fa"))
-                if bad and stop_on_nonfinite:  # NaN in the weights from here on: finish the run now
-                    mark_diverged(record, epoch - 1, epoch * steps, bad)
+                if stop_on_nonfinite and mark_diverged(record, ("loss", "kd", "fa")):  # NaN weights from here on
                     break
                 stopped = epoch < c.epochs and must_stop(epoch * steps)
                 if not stopped:

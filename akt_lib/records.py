@@ -135,9 +135,9 @@ def nonfinite_keys(entry: dict, keys) -> list[str]:
     return bad
 
 
-def mark_diverged(record: dict, epoch: int, iteration: int, keys: list[str]) -> None:
-    """Note in ``record`` that training stopped at the end of ``epoch`` because its losses ``keys``
-    were not finite.
+def mark_diverged(record: dict, keys) -> bool:
+    """Whether the newest epoch of ``record``'s history has non-finite losses among ``keys``; if so,
+    note in ``record["diverged"]`` where (its ``epoch`` and ``iteration``) and which losses.
 
     A non-finite loss puts NaN into every gradient and, through the update, into the weights, so no
     later epoch can change the outcome: the trainers stop there and finish the run (its final
@@ -145,13 +145,19 @@ def mark_diverged(record: dict, epoch: int, iteration: int, keys: list[str]) -> 
     schedule's remaining epochs are recorded as not run.
 
     Examples:
-        >>> rec = {"config": {"epochs": 200}}; mark_diverged(rec, 155, 31200, ["loss_s"])
-        >>> rec["diverged"]["epoch"], rec["diverged"]["epochs_not_run"]
-        (155, 44)
+        >>> rec = {"config": {"epochs": 200}, "history": [{"epoch": 155, "iteration": 31200, "loss_s": "nan"}]}
+        >>> mark_diverged(rec, ["loss_s"]), rec["diverged"]
+        (True, {'epoch': 155, 'iteration': 31200, 'losses': ['loss_s'], 'epochs_not_run': 44})
+        >>> mark_diverged({"history": [{"epoch": 0, "iteration": 1, "loss_s": 2.0}]}, ["loss_s"])
+        False
     """
-    total = (record.get("config") or {}).get("epochs")
-    record["diverged"] = {"epoch": int(epoch), "iteration": int(iteration), "losses": list(keys),
-                          "epochs_not_run": int(total) - int(epoch) - 1 if total is not None else None}
+    last = record["history"][-1]
+    bad = nonfinite_keys(last, keys)
+    if bad:
+        total = (record.get("config") or {}).get("epochs")
+        record["diverged"] = {"epoch": int(last["epoch"]), "iteration": int(last["iteration"]), "losses": bad,
+                              "epochs_not_run": int(total) - int(last["epoch"]) - 1 if total is not None else None}
+    return bool(bad)
 
 
 def first_nonfinite_epoch(record: dict, keys) -> int | None:

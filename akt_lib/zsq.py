@@ -45,7 +45,7 @@ from .generator import GDFQGenerator, sample_latent
 from .inundation import GradientInundationSGD, inundation_param_groups, scale_cap_at_epoch, threshold_at_epoch
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
-                      nonfinite_keys, resume_teacher, save_checkpoint, save_record, start_segment)
+                      resume_teacher, save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
 __all__ = ["ZSQConfig", "train_zsq", "cuda_auto_mode", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
@@ -380,8 +380,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         time_budget_s: stop (after writing a checkpoint) once this much wall time has passed.
         stop_after_iters: stop (after writing a checkpoint) at this global iteration (tests).
         fast: ``akt_lib.fast`` mode: ``"auto"`` (on CUDA: CUDA graphs, compiled for GDFQ+AIT; eager
-            elsewhere), ``"off"``
-            (the eager reference), ``"compile"`` or ``"cudagraphs"``. Recorded as ``record["fast"]``.
+            elsewhere), ``"off"`` (the eager reference), ``"compile"`` or ``"cudagraphs"``. Recorded
+            as ``record["fast"]``.
         tags: extra record fields, e.g. ``{"experiment": "adadfq+akt", "bits": "w3a3"}`` (written with
             the first record, so a stopped run's record carries them too).
         stop_on_nonfinite: finish the run at the end of an epoch whose mean losses are not finite
@@ -502,9 +502,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                         run.sched_s.step()
                     bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-                    bad = nonfinite_keys(record["history"][-1], LOSS_KEYS)
-                    if bad and stop_on_nonfinite:  # NaN in the weights from here on: finish the run now
-                        mark_diverged(record, epoch, it, bad)
+                    if stop_on_nonfinite and mark_diverged(record, LOSS_KEYS):  # NaN weights from here on
                         break
                     save(it, "running")
                 elif it % c.checkpoint_every == 0:
