@@ -44,7 +44,7 @@ from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
            "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table",
-           "row_minutes", "row_minutes_markdown", "agreement_markdown", "ROW_OF_CASE", "main"]
+           "case_mode", "row_minutes", "row_minutes_markdown", "agreement_markdown", "ROW_OF_CASE", "main"]
 
 #: The steps measured and their batch sizes in the papers' schedules (methods.md §8). AdaDFQ is
 #: timed at AKT's batch 200 (its own is 16), the setting AKT and the control row use.
@@ -187,6 +187,25 @@ def time_step(step: Callable[[], torch.Tensor], steps: int, device: torch.device
     if not torch.isfinite(loss):  # one read at the end: the steps must have computed something real
         raise RuntimeError("the benchmarked step produced a non-finite loss")
     return 1000.0 * (time.perf_counter() - t0) / steps
+
+
+def case_mode(case: str, mode: str, device: torch.device | str) -> str:
+    """The concrete mode ``mode`` means for ``case``: ``"auto"`` as the case's own trainer resolves it
+    (CUDA graphs for the zero-shot steps but GDFQ+AIT's, ``zsq.cuda_auto_mode``; compiled for the
+    others), so that ``bench --fast auto`` times what a training run would run.
+
+    Examples:
+        >>> case_mode("akt", "auto", "cpu"), case_mode("akt", "compile", "cpu")
+        ('off', 'compile')
+    """
+    if case not in CASES:
+        raise ValueError(f"case must be one of {CASES}, got {case!r}")
+    cuda_auto = "compile"
+    if case in _ZSQ_SWITCHES:
+        from .zsq import ZSQConfig, cuda_auto_mode
+
+        cuda_auto = cuda_auto_mode(ZSQConfig(**_ZSQ_SWITCHES[case]))
+    return resolve_fast(mode, device, cuda_auto=cuda_auto)
 
 
 def variant_key(mode: str, layout: str = "nchw") -> str:
@@ -430,7 +449,10 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = ("off", *(m for m in fast_modes if m != "off"))
     layouts = tuple(dict.fromkeys(args.layouts))
+    # "modes": the modes asked for, with "auto" resolved generically; each case's rows name the mode
+    # that really ran ("auto" follows the case's trainer: case_mode).
     config = {"profile": args.profile, "steps": args.steps, "warmup": args.warmup, "modes": list(modes),
+              "fast": list(args.fast),
               "layouts": list(layouts), "trace": args.trace,
               "eager_repeat": not args.eager_once,
               "cudnn_benchmark": torch.backends.cudnn.benchmark,
@@ -444,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     record["cases"] = []
     for case in args.cases:
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
-        res = bench_case(case, bs, device, modes, args.steps, args.warmup, args.trace,
+        # "auto" as this case's trainer resolves it (the generic resolution above only validated the modes)
+        case_modes = ("off", *dict.fromkeys(m for m in (case_mode(case, f, device) for f in args.fast) if m != "off"))
+        res = bench_case(case, bs, device, case_modes, args.steps, args.warmup, args.trace,
                          repeat_eager=not args.eager_once, layouts=layouts)
         keys = list(res)  # "off" first, then the fast variants in the order they ran
         row = {"case": case, "batch_size": bs, "eager_ms": res["off"]["ms"], "eager_setup_s": res["off"]["setup_s"]}
@@ -474,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         case = args.concurrency_case
         bs = args.batch_size or prof.get("batch_size") or PAPER_BATCH[case]
         measured = next((r for r in record["cases"] if r["case"] == case and "fast_mode" in r), None)
-        mode = measured["fast_mode"] if measured else modes[-1]  # the fastest mode measured for it
+        # the fastest mode measured for it, else the last one asked for (as its trainer resolves it)
+        mode = measured["fast_mode"] if measured else case_mode(case, args.fast[-1], device)
         record["concurrency"] = {"case": case, "batch_size": bs, "fast_mode": mode,
                                  "rows": bench_concurrency(case, bs, device, mode, counts, args.steps, args.warmup)}
         for r in record["concurrency"]["rows"]:

@@ -214,3 +214,13 @@ def test_every_variant_compiles_afresh_whatever_ran_before(monkeypatch):
                                layouts=("nchw", "channels_last"))
     assert list(out) == ["off", "compile", "eager, channels_last", "compile, channels_last"]
     assert not [k for k, v in out.items() if "error" in v]
+
+
+def test_auto_is_timed_as_each_cases_trainer_runs_it():
+    # bench --fast auto must time what a training run would run: CUDA graphs for the zero-shot steps
+    # (but GDFQ+AIT's), compiled for the rest; eager off CUDA. Resolution only: no GPU needed.
+    assert [bench.case_mode(c, "auto", "cuda") for c in ("gdfq", "adadfq", "akt", "gdfq+ait", "sqakd", "teacher")] \
+        == ["cudagraphs", "cudagraphs", "cudagraphs", "compile", "compile", "compile"]
+    assert bench.case_mode("akt", "compile", "cuda") == "compile" and bench.case_mode("akt", "auto", "cpu") == "off"
+    with pytest.raises(ValueError, match="case must be one of"):
+        bench.case_mode("resnet", "auto", "cpu")
