@@ -339,9 +339,9 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     return rows
 
 
-def collapsed(record: dict, chance: float) -> bool:
+def collapsed(record: dict, chance: float, keys=LOSS_KEYS) -> bool:
     """Whether a training run collapsed: it ended within one point of ``chance`` accuracy, or its
-    losses became non-finite at some epoch.
+    losses (``keys`` of its history: the zero-shot ones by default) became non-finite at some epoch.
 
     Examples:
         >>> collapsed({"final_acc": 10.0, "history": []}, 10.0), collapsed({"final_acc": 85.2, "history": []}, 10.0)
@@ -349,7 +349,7 @@ def collapsed(record: dict, chance: float) -> bool:
         >>> collapsed({"final_acc": 85.2, "history": [{"epoch": 3, "loss_s": "nan"}]}, 10.0)
         True
     """
-    return record["final_acc"] <= chance + 1.0 or first_nonfinite_epoch(record, LOSS_KEYS) is not None
+    return record["final_acc"] <= chance + 1.0 or first_nonfinite_epoch(record, keys) is not None
 
 
 def _teacher_cell(rs: list[dict], show) -> str:
@@ -447,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
-    add_run_parser(sub, EXPERIMENTS, "w3a3 w4a4", PROFILES, "zsq")
+    r = add_run_parser(sub, EXPERIMENTS, "w3a3 w4a4", PROFILES, "zsq")
+    r.add_argument("--keep-epochs", nargs="+", type=int, default=[], metavar="EPOCH",
+                   help="also keep the checkpoint from the end of these epochs (checkpoints/<run>-epochNNN.pt), "
+                        "to look at a run's state afterwards with akt_lib.zsq.load_run")
     add_table_parser(sub, PROFILES, "zsq")
     args = p.parse_args(argv)
 
@@ -472,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 if not budget.may_start(f"{name} {bits} seed {seed}"):
                     continue
-                kw = {"time_budget_s": budget.left(), "fast": args.fast} if EXPERIMENTS[name].kind == "zsq" else {}
+                kw = ({"time_budget_s": budget.left(), "fast": args.fast, "keep_epochs": args.keep_epochs}
+                      if EXPERIMENTS[name].kind == "zsq" else {})
                 rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
                                      progress=not args.no_progress, device=args.device, **kw)
                 budget.finished(rec)

@@ -65,11 +65,13 @@ from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverge
 from .teacher import check_teacher_classes
 from .utils import get_device, seed_everything
 
-__all__ = ["LabelFreeConfig", "RECIPES", "PROFILES", "SMOKE", "QUANTIZERS", "LOSSES", "load_train_images",
+__all__ = ["LabelFreeConfig", "RECIPES", "PROFILES", "SMOKE", "QUANTIZERS", "LOSSES", "LOSS_KEYS", "load_train_images",
            "load_train_labelled", "teacher_candidates", "resolve_teacher", "resolve_student_init", "train_labelfree"]
 
 QUANTIZERS = QAT_METHODS + ("faqd",)
 LOSSES = ("sqakd_kl", "faqd", "ce")  # "ce" = the supervised baseline: the only mode that loads labels
+#: The epoch means a run's history keeps of its losses (``kd``, ``fa``: the parts; 0 where unused).
+LOSS_KEYS = ("loss", "kd", "fa")
 KD_LOSSES, FA_TYPES, OPTIMIZERS = ("mse", "kl"), ("fa", "ffa", "none"), ("adam", "sgd")
 PROFILES = ("smoke", "short", "paper")
 
@@ -543,9 +545,11 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
             return run.augment(images[i])
 
     epoch, step, order, sums, record = 0, 0, None, None, None
+    epoch_train_s = 0.0  # training time of the current epoch spent in earlier segments (a mid-epoch resume)
     if state is not None:
         run.load_state_dict(state["run"])
         epoch, step, order, sums, record = (state[k] for k in ("epoch", "step", "order", "sums", "record"))
+        epoch_train_s = state.get("epoch_train_s", 0.0)  # older checkpoints: this segment's time only
         if record.get("status") == "complete":  # nothing to do: the finished run, its record untouched
             run.remove_hooks()
             run.student.eval()
@@ -570,14 +574,14 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
     start_segment(record, device, run.fast, epoch * steps + step)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
 
-    def save(status: str) -> None:
+    def save(status: str, epoch_train_s: float = 0.0) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
         record_fallbacks(record, run.loss_step)
         if ckpt_path is not None:
             save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
-                             "epoch": epoch, "step": step, "order": order, "sums": sums, "record": record},
-                            ckpt_path)
+                             "epoch": epoch, "step": step, "order": order, "sums": sums, "record": record,
+                             "epoch_train_s": epoch_train_s}, ckpt_path)
         if record_path is not None:
             save_record(record, record_path)
 
@@ -609,7 +613,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                     if step < steps and must_stop(epoch * steps + step):
                         stopped = True
                         break
-                if stopped:
+                if stopped:  # mid-epoch: the checkpoint keeps the epoch's training time so far
+                    epoch_train_s += time.perf_counter() - t_epoch
                     break
                 t1 = time.perf_counter()
                 acc = evaluate(run.student, x_test, y_test, c.dataset, c.eval_batch_size)
@@ -617,12 +622,12 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                 record["history"].append({"epoch": epoch, "iteration": (epoch + 1) * steps, "acc": acc, "loss": loss,
                                           "kd": kd, "fa": fa, "lr": run.opt.param_groups[0]["lr"],
                                           "lr_q": run.opt.param_groups[1]["lr"] if len(run.opt.param_groups) > 1
-                                          else None, "train_s": t1 - t_epoch,
+                                          else None, "train_s": epoch_train_s + t1 - t_epoch,
                                           "eval_s": time.perf_counter() - t1})
                 run.sched.step()
-                epoch, step, order, sums = epoch + 1, 0, None, None
+                epoch, step, order, sums, epoch_train_s = epoch + 1, 0, None, None, 0.0
                 bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
-                if stop_on_nonfinite and mark_diverged(record, ("loss", "kd", "fa")):  # NaN weights from here on
+                if stop_on_nonfinite and mark_diverged(record, LOSS_KEYS):  # NaN weights from here on
                     break
                 stopped = epoch < c.epochs and must_stop(epoch * steps)
                 if not stopped:
@@ -636,7 +641,7 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
             torch.backends.cudnn.benchmark = old_benchmark
     run.student.eval()
     if stopped:
-        save("stopped")
+        save("stopped", epoch_train_s)
         return run.student, record
     finish_record(record)
     record["drop_best"] = record["teacher_acc"] - record["best_acc"]

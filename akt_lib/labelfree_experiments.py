@@ -31,9 +31,9 @@ from pathlib import Path
 
 from .data import DATASETS
 # One command line and one table format for both families:
-from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, format_table,
-                          parse_bits)
-from .labelfree import PROFILES, LabelFreeConfig, train_labelfree
+from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
+                          format_table, parse_bits)
+from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
 from .runner import CommandBudget
@@ -136,8 +136,9 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     """Ours vs the paper's, one row per (experiment, bits), from the ``labelfree`` records in ``folder``.
 
     Ours: mean ± std over seeds of best and final top-1 and of the mean over the last 5 epochs
-    (SQAKD's log reports it), the teacher's accuracy, the drop from it,
-    and the delta to the row's baseline; rows without a record say ``"not run"``. Paper: its
+    (SQAKD's log reports it), the teacher's accuracy, the drop from it, the delta to the row's
+    baseline, and how many seeds collapsed (``experiments.collapsed``: ended within one point of
+    chance, or had a non-finite epoch); rows without a record say ``"not run"``. Paper: its
     number where ``PAPER`` has one, else ``"not obtained"`` (never a number we did not read).
     Records of the bf16 speed variant (``amp=True``) are left out: the rows are the references'
     float32 recipes.
@@ -157,6 +158,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     by_row: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         by_row.setdefault((r.get("experiment"), r.get("bits")), []).append(r)
+    chance = 100.0 / DATASETS[dataset].num_classes
     rows = []
     for name in names or list(EXPERIMENTS):
         exp = EXPERIMENTS[name]
@@ -174,6 +176,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
                 "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f} vs {exp.baseline}"
                                   if best and base_best else "—"),
+                "collapsed": f"{sum(collapsed(r, chance, LOSS_KEYS) for r in rs)} of {len(rs)}" if rs else "—",
                 "paper": f"{paper[0]:.2f}" if paper else "none" if _imagenet_only(exp) else "not obtained",
                 "paper source": (paper[1] if paper else "SQAKD ran this quantizer on Tiny-ImageNet only (its Tables "
                                  "5–6, not obtained)" if _imagenet_only(exp) else PAPER_SOURCES[exp.recipe]),

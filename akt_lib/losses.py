@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "spatial_attention", "channel_attention", "rfd_loss", "RFD_FORMS", "RELEASED_RFD_LAMBDA",
-    "gdfq_student_loss", "ait_student_loss", "adadfq_student_loss", "akt_student_loss",
+    "gdfq_student_loss", "ait_student_loss", "adadfq_student_loss", "akt_student_loss", "mix_rfd",
     "gdfq_generator_loss", "adadfq_generator_loss", "adadfq_margin_loss",
 ]
 
@@ -313,8 +313,24 @@ def akt_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, student_fea
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     kd = adadfq_student_loss(s_logits, t_logits, T)
     rfd = rfd_loss(student_feats, teacher_feats, tau=tau, form=form)
-    loss = alpha * rfd + (1.0 - alpha) * kd if form == "averaged" else kd + rfd
-    return loss, {"kd": kd.detach(), "rfd": rfd.detach()}
+    return mix_rfd(kd, rfd, form, alpha), {"kd": kd.detach(), "rfd": rfd.detach()}
+
+
+def mix_rfd(host: torch.Tensor, rfd: torch.Tensor, form: str = "released", alpha: float = 0.5) -> torch.Tensor:
+    """A host student loss with AKT's RFD term mixed in, as ``rfd_loss(form=...)`` computed it.
+
+    ``"released"``: ``host + rfd`` (the ×1000 is inside the released-form ``rfd``; no ``alpha``).
+    ``"averaged"``: ``alpha·rfd + (1 - alpha)·host``, the paper's mixing. ``akt_student_loss`` is
+    this with AdaDFQ's entropy loss as the host; the zero-shot trainer also puts RFD on GDFQ's.
+
+    Examples:
+        >>> host, rfd = torch.tensor(2.0), torch.tensor(6.0)
+        >>> float(mix_rfd(host, rfd)), float(mix_rfd(host, rfd, "averaged", alpha=0.25))
+        (8.0, 3.0)
+    """
+    if form not in RFD_FORMS:
+        raise ValueError(f"form must be one of {RFD_FORMS}, got {form!r}")
+    return alpha * rfd + (1.0 - alpha) * host if form == "averaged" else host + rfd
 
 
 # --- generator losses (§1.4) ------------------------------------------------------------------

@@ -148,7 +148,7 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
 
     Examples:
         >>> [j.name for j in expand_jobs("zsq", ["gdfq"], ["w3a3", "w4a4"], [0], profile="smoke")]
-        ['gdfq-w3a3-seed0', 'gdfq-w4a4-seed0']
+        ['gdfq-w3a3-seed0-smoke', 'gdfq-w4a4-seed0-smoke']
     """
     if command not in COMMANDS:
         raise ValueError(f"command must be one of {', '.join(COMMANDS)}, got {command!r}")
@@ -174,7 +174,8 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
         for b in bits_list:
             for seed in seeds:
                 bits_args = ("--bits", b) if b is not None else ()
-                label = "-".join(p for p in (name, b, dataset, f"seed{seed}") if p)
+                # The run's own file stem, so logs of two profiles in one --out folder stay apart.
+                label = "-".join(p for p in (name, b, dataset, f"seed{seed}", profile) if p)
                 argv = (command, "run", name, *bits_args, "--seeds", str(seed), "--profile", profile,
                         *data_args, *extra_args, "--no-progress")
                 jobs.append(Job(label, argv))
@@ -356,8 +357,8 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
     Args:
         command: ``"zsq"`` or ``"labelfree"``.
         args: the parsed ``run`` arguments (``names``, ``bits``, ``seeds``, ``profile``, ``dataset``,
-            ``time_budget``, ``jobs``, ``no_progress`` and, where the command has them, ``device``
-            and ``fast``), already checked against the experiment registry.
+            ``time_budget``, ``jobs``, ``no_progress`` and, where the command has them, ``device``,
+            ``fast`` and ``keep_epochs``), already checked against the experiment registry.
         out: the record folder; the children's logs go to ``out/logs``.
         bits_of: every row's bit-widths (used where ``--bits`` was not given).
         parser: the ``argparse`` parser, for errors in the command line's own style.
@@ -372,6 +373,8 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
     for option in ("device", "fast"):
         if getattr(args, option, None) is not None:
             passthrough += [f"--{option}", str(getattr(args, option))]
+    if getattr(args, "keep_epochs", None):
+        passthrough += ["--keep-epochs", *map(str, args.keep_epochs)]
     jobs: list[Job] = []
     try:
         for name in args.names:

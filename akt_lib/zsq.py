@@ -29,6 +29,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,8 @@ from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverge
                       resume_teacher, save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
-__all__ = ["ZSQConfig", "train_zsq", "cuda_auto_mode", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES"]
+__all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES",
+           "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
 
 GENERATOR_LOSSES = ("gdfq", "adadfq")
 STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
@@ -64,6 +66,26 @@ _RFD_ON = ("released", "averaged")
 #: the student does not train; before any update, e.g. gradient inundation, changes it). The record's
 #: history keeps their mean over each epoch: a diverging run shows its gradient growing there first.
 LOSS_KEYS = ("loss_g", "loss_s", "bns", "rfd", "grad_s")
+#: Diagnostics, for reading a run that goes wrong (they train nothing; epoch means in the history):
+#: ``ce_t``, the teacher's cross-entropy on the generated images against their labels (how much the
+#: images still look like their class to the teacher: GDFQ's generator term, a diagnostic elsewhere);
+#: ``agree``, the % of generated images on which the student's top class is the teacher's;
+#: ``grad_g``, the norm of the generator's gradient. AdaDFQ's generator loss adds its parts, unweighted:
+#: ``g_margin`` (L_h), ``g_ds`` (the disagreement CE) and ``g_as`` (the agreement CE); ``loss_g`` =
+#: g_margin + 0.2·g_ds + 0.1·g_as + bns.
+DIAGNOSTIC_KEYS = ("ce_t", "agree", "grad_g")
+ADADFQ_DIAGNOSTIC_KEYS = ("g_margin", "g_ds", "g_as")
+
+
+def stat_keys(config: "ZSQConfig") -> tuple[str, ...]:
+    """What a run of ``config`` reports per iteration (and its history per epoch): ``LOSS_KEYS``, then
+    ``DIAGNOSTIC_KEYS``, then AdaDFQ's generator parts when it uses that generator loss.
+
+    Examples:
+        >>> stat_keys(ZSQConfig())[-3:], stat_keys(ZSQConfig(generator_loss="adadfq"))[-3:]
+        (('ce_t', 'agree', 'grad_g'), ('g_margin', 'g_ds', 'g_as'))
+    """
+    return LOSS_KEYS + DIAGNOSTIC_KEYS + (ADADFQ_DIAGNOSTIC_KEYS if config.generator_loss == "adadfq" else ())
 
 
 @dataclass(frozen=True)
@@ -234,46 +256,54 @@ class _Run:
         keep = (lambda t: t.detach().clone()) if self.fast == "cudagraphs" else (lambda t: t.detach())
 
         # Generator step: one Adam step of G on the generator loss.
-        x, t_logits, t_feats, loss_g, bns = self.generator_forward(z, y)
+        x, t_logits, t_feats, loss_g, bns, diag = self.generator_forward(z, y)
         x, t_logits = keep(x), keep(t_logits)
         if self.fast == "cudagraphs":  # the feature tap detaches already: only the copy is needed
             t_feats = tuple(f.clone() for f in t_feats)
-        stats = {"loss_g": keep(loss_g), "bns": keep(bns)}
+        stats = {"loss_g": keep(loss_g), "bns": keep(bns), **{k: keep(v) for k, v in zip(self.diag_keys, diag)}}
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        stats["grad_g"] = _grad_norm(self.generator.parameters())
         self.opt_g.step()
 
         # Student step on the same images, detached from G. Its forward also calibrates the
         # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
-        loss_s, rfd = self.student_forward(x, t_logits, y, t_feats)
+        loss_s, rfd, agree = self.student_forward(x, t_logits, y, t_feats)
         grad_s = torch.zeros((), device=self.device)
         if train_student:
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
-            grads = [p.grad for p in self.student.parameters() if p.grad is not None]
-            grad_s = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # on the device: no sync
+            grad_s = _grad_norm(self.student.parameters())
             self.student_update()
-        stats.update(loss_s=keep(loss_s), rfd=keep(rfd), grad_s=grad_s)
+        stats.update(loss_s=keep(loss_s), rfd=keep(rfd), agree=keep(agree), grad_s=grad_s)
         return stats
 
+    @property
+    def diag_keys(self) -> tuple[str, ...]:
+        """The names of the generator step's diagnostics (``_generator_forward``'s last output)."""
+        return ("ce_t",) + (ADADFQ_DIAGNOSTIC_KEYS if self.config.generator_loss == "adadfq" else ())
+
     def _generator_forward(self, z: torch.Tensor, y: torch.Tensor):
-        """Images and the generator loss: ``(x, t_logits, t_feats, loss_g, bns)``.
+        """Images and the generator loss: ``(x, t_logits, t_feats, loss_g, bns, diag)``.
 
         The teacher's BN inputs (and, for RFD, its unit features) are recorded by hooks during
         its forward; ``t_feats`` is a tuple of detached copies for the student step (empty
-        without RFD).
+        without RFD). ``diag``: the detached diagnostics named by ``diag_keys``.
         """
         c = self.config
         x = self.generator(z, y)  # (N, 3, 32, 32), normalised-input space
         t_logits = self.teacher(x)
         bns = bns_loss(self.bn_tap)
+        ce_t = F.cross_entropy(t_logits.detach(), y)
         if c.generator_loss == "gdfq":
             loss_g = L.gdfq_generator_loss(t_logits, y, bns, bns_weight=c.gdfq_bns_weight)
+            diag = (ce_t,)
         else:  # AdaDFQ: the student also judges the generated images (and calibrates on them)
             s_logits_g = self.student_judges(x)
-            loss_g = L.adadfq_generator_loss(t_logits, s_logits_g, y, bns)
+            loss_g, parts = L.adadfq_generator_loss(t_logits, s_logits_g, y, bns, return_parts=True)
+            diag = (ce_t, parts["margin"], parts["ds"], parts["as"])
         t_feats = tuple(self.t_feats.features) if self.t_feats is not None else ()
-        return x, t_logits, t_feats, loss_g, bns
+        return x, t_logits, t_feats, loss_g, bns, diag
 
     def student_judges(self, x: torch.Tensor) -> torch.Tensor:
         """The student's logits on ``x`` for the generator loss, differentiable in ``x`` only.
@@ -290,9 +320,11 @@ class _Run:
 
     def _student_forward(self, x: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
                          t_feats: tuple[torch.Tensor, ...]):
-        """The student's forward on ``x`` and its loss: ``(loss_s, rfd)``."""
+        """The student's forward on ``x`` and its loss: ``(loss_s, rfd, agree)``, where ``agree`` is the %
+        of the images on which the student's top class is the teacher's (a diagnostic)."""
         s_logits = self.student(x)
-        return self.student_loss(s_logits, t_logits, y, t_feats)
+        agree = (s_logits.detach().argmax(1) == t_logits.argmax(1)).float().mean() * 100.0
+        return *self.student_loss(s_logits, t_logits, y, t_feats), agree
 
     def student_loss(self, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
                      t_feats: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,11 +340,10 @@ class _Run:
             # "off", and "released-zero": the released AKT trainer's RFD is computed on emptied
             # feature lists, i.e. it is exactly 0 (methods.md §2a'), so only the host loss trains.
             return host, torch.zeros((), device=s.device)
-        # Teacher features of the *same* images, kept (detached) from the generator step.
+        # Teacher features of the *same* images, kept (detached) from the generator step. §2a:
+        # L_KL + 1000·RFD ("released"; the ×1000 is inside rfd_loss), or α·RFD + (1 − α)·L_KL ("averaged").
         rfd = L.rfd_loss(self.s_feats.features, list(t_feats), tau=c.rfd_tau, form=c.rfd)
-        if c.rfd == "averaged":  # α·L_RFD + (1 − α)·L_KL on the averaged RFD
-            return c.akt_alpha * rfd + (1.0 - c.akt_alpha) * host, rfd
-        return host + rfd, rfd  # §2a: L_KL + 1000·RFD (the ×1000 is inside rfd_loss)
+        return L.mix_rfd(host, rfd, c.rfd, c.akt_alpha), rfd
 
     def remove_hooks(self) -> None:
         for tap in (self.bn_tap, self.t_feats, self.s_feats):
@@ -342,6 +373,12 @@ class _Run:
             unfreeze_act_ranges(self.student)
 
 
+def _grad_norm(params) -> torch.Tensor:
+    """The 2-norm of all of ``params``' gradients together, on their device (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def _acts(model: nn.Module):
     from .quant import act_quantizers
 
@@ -362,11 +399,50 @@ def _paths(out_dir: Path, config: ZSQConfig, name: str) -> tuple[Path, Path]:
     return out_dir / f"{stem}.json", out_dir / "checkpoints" / f"{stem}.pt"
 
 
+def kept_checkpoint(ckpt_path: str | Path, epoch: int) -> Path:
+    """Where ``train_zsq(keep_epochs=...)`` keeps a run's checkpoint from the end of ``epoch``.
+
+    Examples:
+        >>> kept_checkpoint("out/checkpoints/akt-w4a4-cifar10-jpeg-seed0-paper.pt", 7).name
+        'akt-w4a4-cifar10-jpeg-seed0-paper-epoch007.pt'
+    """
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.with_name(f"{ckpt_path.stem}-epoch{epoch:03d}.pt")
+
+
+def load_run(ckpt_path: str | Path, teacher: nn.Module | None = None, device: str | torch.device = "cpu") -> "_Run":
+    """A run rebuilt from one of its checkpoints (``train_zsq``'s own or a kept one), in eager mode.
+
+    For looking at a run after the fact: its generator (``run.generator``, e.g. with
+    ``generator.sample_latent`` for images), student, teacher and loss functions, as they were at
+    that iteration. The checkpoint may come from another device (a GPU run read on a CPU); the
+    latent RNG then restarts from the config's seed (CUDA and CPU generators differ).
+
+    Args:
+        ckpt_path: a ``.pt`` file written by ``train_zsq``.
+        teacher: the float teacher (default: the one the checkpoint names, checked by its hash).
+        device: where to put the run.
+    """
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    config = ZSQConfig(**{**state["config"], "g_betas": tuple(state["config"]["g_betas"]),
+                          "lr_milestones": tuple(state["config"]["lr_milestones"])})
+    device = torch.device(device)
+    _, teacher, _ = resume_teacher(state, ckpt_path, teacher, lambda: resolve_teacher(config))
+    run = _Run(config, copy.deepcopy(teacher), device, fast="off")
+    run_state = dict(state["run"])
+    if state.get("device_type", "cpu") != device.type:
+        run_state["rng"] = torch.Generator(device=device).manual_seed(config.seed + 1).get_state()
+    run.load_state_dict(run_state)
+    run.iteration = state["iteration"]
+    return run
+
+
 def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None = None,
               teacher: nn.Module | None = None, resume: bool = True, progress: bool = True,
               device: str | torch.device | None = None, time_budget_s: float | None = None,
               stop_after_iters: int | None = None, fast: str = "auto",
-              tags: dict | None = None, stop_on_nonfinite: bool = True) -> tuple[nn.Module, dict]:
+              tags: dict | None = None, stop_on_nonfinite: bool = True,
+              keep_epochs: Iterable[int] = ()) -> tuple[nn.Module, dict]:
     """Train a zero-shot quantized student; return ``(student, record)``.
 
     Args:
@@ -388,6 +464,10 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
             (``record["diverged"]`` says where; ``records.mark_diverged``). The check reads the
             epoch's means, which the history needs anyway: no extra host sync. ``False`` runs the
             schedule to its end as the reference does, through NaN.
+        keep_epochs: epochs whose end-of-epoch checkpoint is also kept as
+            ``checkpoints/<run>-epoch<E>.pt`` (the run's own checkpoint is overwritten as it goes),
+            for looking at a run's state after the fact: ``load_run`` rebuilds it, e.g. to see the
+            generator's images in the epochs before a collapse. Needs ``out_dir``.
 
     Returns:
         The student (frozen ranges, eval mode) and the record (``status`` is ``"complete"`` or
@@ -397,6 +477,11 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
 
     if not isinstance(config, ZSQConfig):
         raise TypeError(f"config must be a ZSQConfig, got {type(config).__name__}")
+    keep_epochs = set(keep_epochs)
+    if not all(isinstance(e, int) and 0 <= e < config.epochs for e in keep_epochs):
+        raise ValueError(f"keep_epochs must be epochs in [0, {config.epochs}), got {sorted(keep_epochs, key=str)}")
+    if keep_epochs and out_dir is None:
+        raise ValueError("keep_epochs needs out_dir: the kept checkpoints are files beside the run's own")
     device = get_device(device) if not isinstance(device, torch.device) else device
     record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
     state = None
@@ -421,6 +506,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         images, labels = images[idx], labels[idx]
 
     start_iter, record, loss_sums, loss_count = 0, None, None, 0
+    keys = stat_keys(config)
     if state is not None:
         run.load_state_dict(state["run"])
         start_iter, record = state["iteration"], state["record"]
@@ -429,10 +515,11 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
             return run.student, record
         loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
         loss_sums = loss_sums.to(device) if loss_sums is not None else None
-        if loss_sums is not None and loss_sums.numel() < len(LOSS_KEYS):
-            # A checkpoint from before grad_s was logged: that epoch's grad_s mean counts the
-            # iterations after the resume only (as zeros before it).
-            loss_sums = torch.cat([loss_sums, loss_sums.new_zeros(len(LOSS_KEYS) - loss_sums.numel())])
+        if loss_sums is not None and loss_sums.numel() < len(keys):
+            # A checkpoint from before grad_s or the diagnostics were logged (they come after the
+            # older keys): that epoch's means of the new keys count the iterations after the resume
+            # only (as zeros before it).
+            loss_sums = torch.cat([loss_sums, loss_sums.new_zeros(len(keys) - loss_sums.numel())])
     if record is None:
         record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
         record["teacher"] = teacher_name
@@ -480,7 +567,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                 stats = run.step(train_student=not warm)
                 # The epoch's losses are summed on the device (no host sync per iteration) and
                 # averaged into the history at the epoch's end.
-                step_losses = torch.stack([stats[k] for k in LOSS_KEYS])
+                step_losses = torch.stack([stats[k] for k in keys])
                 if i_in_epoch == 0 or loss_sums is None:
                     loss_sums, loss_count = step_losses, 0
                 else:
@@ -493,7 +580,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
                     means = (loss_sums / loss_count).tolist()
                     record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                              "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(LOSS_KEYS, means))})
+                                              "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(keys, means))})
                     loss_sums, loss_count = None, 0
                     run.sched_g.step()
                     with warnings.catch_warnings():
@@ -505,6 +592,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     if stop_on_nonfinite and mark_diverged(record, LOSS_KEYS):  # NaN weights from here on
                         break
                     save(it, "running")
+                    if epoch in keep_epochs:
+                        save_checkpoint(load_checkpoint(ckpt_path), kept_checkpoint(ckpt_path, epoch))
                 elif it % c.checkpoint_every == 0:
                     save(it, "running")
                 if (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \

@@ -78,6 +78,19 @@ def test_jobs_option_plans_one_child_per_run(monkeypatch, tmp_path, capsys, modu
     assert "2 jobs, 0 failed" in capsys.readouterr().out
 
 
+def test_jobs_option_passes_keep_epochs_to_the_zero_shot_children(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_jobs(jobs, max_parallel, log_dir, **kw):
+        seen["jobs"] = jobs
+        return [runner.JobResult(j.name, j.argv, 0, 0.0, 1.0, 1.0, str(log_dir / f"{j.name}.log")) for j in jobs]
+    monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
+    assert experiments.main(["run", "gdfq", "--bits", "w4a4", "--seeds", "0", "1", "--profile", "smoke", "--jobs", "2",
+                             "--keep-epochs", "1", "2", "--out", str(tmp_path)]) == 0
+    kept = [j.argv[j.argv.index("--keep-epochs"):][:3] for j in seen["jobs"] if "--keep-epochs" in j.argv]
+    assert kept == [("--keep-epochs", "1", "2")] * 2
+
+
 def test_jobs_option_refuses_repeated_seeds_and_bad_counts(tmp_path):
     with pytest.raises(SystemExit):
         experiments.main(["run", "gdfq", "--seeds", "0", "0", "--jobs", "2", "--out", str(tmp_path)])

@@ -377,3 +377,37 @@ def test_a_run_whose_losses_turn_nan_stops_at_that_epoch(teacher, monkeypatch):
     _, rec = lf.train_labelfree(config, name="nan", teacher=teacher, student=teacher, progress=False, device="cpu",
                                 stop_on_nonfinite=False)
     assert len(rec["history"]) == 4 and "diverged" not in rec
+
+
+def test_an_epochs_training_time_counts_every_segment_it_ran_in(teacher, tmp_path, monkeypatch):
+    # A fake clock that advances one second per training step and stands still otherwise: an
+    # epoch of 3 steps took 3 s of training, whether or not the run stopped and resumed inside it.
+    clock = {"t": 0.0}
+    real_step = lf._Run.step
+
+    def step(self, batch):
+        clock["t"] += 1.0
+        return real_step(self, batch)
+
+    monkeypatch.setattr(lf._Run, "step", step)
+    monkeypatch.setattr(lf.time, "perf_counter", lambda: clock["t"])
+    config = _row_config("faqd-fa", epochs=2, train_size=12)  # 3 steps per epoch
+    kw = dict(teacher=teacher, student=teacher, progress=False, device="cpu", name="t", out_dir=tmp_path)
+    _, rec = lf.train_labelfree(config, stop_after_iters=2, **kw)  # stops after step 2 of epoch 0
+    assert rec["status"] == "stopped"
+    _, rec = lf.train_labelfree(config, stop_after_iters=4, **kw)  # finishes epoch 0, stops inside epoch 1
+    _, rec = lf.train_labelfree(config, **kw)
+    assert [h["train_s"] for h in rec["history"]] == [3.0, 3.0]
+    assert rec["wall_time_s"] == 6.0
+
+
+def test_results_table_counts_collapsed_seeds(tmp_path):
+    # Hand-made records: seed 0 ended at chance, seed 1 had a NaN epoch (its "kd" loss), seed 2 is fine.
+    for seed, final, hist in ((0, 10.5, []), (1, 60.0, [{"epoch": 3, "loss": 1.0, "kd": "nan", "fa": 0.0}]),
+                              (2, 85.0, [])):
+        rec = {"kind": "labelfree", "name": "x", "experiment": "faqd-fa", "bits": "w4a4", "seed": seed,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": hist,
+               "best_acc": 86.0, "final_acc": final, "teacher_acc": 88.0, "teacher": "t"}
+        (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
+    rows = {r["bits"]: r for r in lx.results_table("paper", folder=tmp_path, names=["faqd-fa"])}
+    assert rows["W4A4"]["collapsed"] == "2 of 3" and rows["W2A2"]["collapsed"] == "—"

@@ -20,6 +20,7 @@ from akt_lib.losses import (
     channel_attention,
     gdfq_generator_loss,
     gdfq_student_loss,
+    mix_rfd,
     rfd_loss,
     spatial_attention,
 )
@@ -292,6 +293,8 @@ def test_akt_gradients_and_errors():
         akt_student_loss(s, t, fs, ft, alpha=1.5, form="averaged")
     with pytest.raises(ValueError, match="must really distil"):
         akt_student_loss(s, t, [], [])
+    with pytest.raises(ValueError, match="form must be one of"):
+        mix_rfd(torch.tensor(1.0), torch.tensor(1.0), form="summed")
 
 
 # --- generator losses -----------------------------------------------------------------------------

@@ -152,9 +152,9 @@ def test_expand_jobs_argv():
          "--out", "o", "--no-progress"),
     ]
     names = [j.name for j in jobs]
-    assert len(jobs) == 8 and len(set(names)) == 8 and names[-1] == "gdfq+akt-w4a4-cifar100-seed1"
+    assert len(jobs) == 8 and len(set(names)) == 8 and names[-1] == "gdfq+akt-w4a4-cifar100-seed1-short"
     (lf,) = expand_jobs("labelfree", "sqakd", None, [2], profile="smoke")
-    assert lf.name == "sqakd-seed2"
+    assert lf.name == "sqakd-seed2-smoke"
     assert lf.argv == ("labelfree", "run", "sqakd", "--seeds", "2", "--profile", "smoke", "--no-progress")
     assert job_command(lf, "py") == ["py", "-m", "akt_lib", "labelfree", "run", "sqakd", "--seeds", "2",
                                      "--profile", "smoke", "--no-progress"]

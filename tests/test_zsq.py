@@ -8,9 +8,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from akt_lib.experiments import EXPERIMENTS, experiment_config, format_table, main, results_table
 from akt_lib.models import resnet20
+from akt_lib.quant import freeze_act_ranges
 from akt_lib.zsq import ZSQConfig, smoke_config, train_zsq
 
 
@@ -222,7 +224,7 @@ def test_history_keeps_each_epochs_mean_losses_across_a_resume(teacher, tmp_path
         with torch.no_grad():  # calibrates the activation ranges, as a real step's forward does
             self.student(torch.randn(2, 3, 32, 32))
         k = float(calls["n"])
-        return {name: torch.tensor(k * 10 ** i) for i, name in enumerate(zsq.LOSS_KEYS)}
+        return {name: torch.tensor(k * 10 ** i) for i, name in enumerate(zsq.stat_keys(self.config))}
 
     monkeypatch.setattr(zsq._Run, "step", fake_step)
     config = _tiny(epochs=2, iters_per_epoch=4, warmup_epochs=1, lr_milestones=(1,))
@@ -249,7 +251,7 @@ def test_generator_step_does_not_compute_student_weight_gradients(teacher):
         if variant == "plain":
             run.student_judges = run.student
         z, y = sample_latent(config.batch_size, 10, config.latent_dim, generator=torch.Generator().manual_seed(3))
-        *_, loss_g, _ = run._generator_forward(z, y)
+        *_, loss_g, _, _ = run._generator_forward(z, y)
         loss_g.backward()
         grads[variant] = ([p.grad for p in run.generator.parameters()],
                           [p.grad for p in run.student.parameters() if p.grad is not None],
@@ -274,7 +276,7 @@ def test_resuming_mid_epoch_restores_the_inundation_schedule(teacher, tmp_path, 
         seen.append((self.opt_s.cap_scale, self.opt_s.param_groups[0]["threshold"]))
         with torch.no_grad():
             self.student(torch.randn(2, 3, 32, 32))
-        return {name: torch.tensor(1.0) for name in zsq.LOSS_KEYS}
+        return {name: torch.tensor(1.0) for name in zsq.stat_keys(self.config)}
 
     monkeypatch.setattr(zsq._Run, "step", fake_step)
     config = _tiny(epochs=4, iters_per_epoch=2, warmup_epochs=1, lr_milestones=(3,), inundation=True,
@@ -464,3 +466,70 @@ def test_step_reports_the_students_gradient_norm(teacher):
     # SGD's step leaves .grad as backward wrote it: the norm over every parameter, recomputed by hand.
     by_hand = sum(float((p.grad ** 2).sum()) for p in run.student.parameters() if p.grad is not None) ** 0.5
     assert by_hand > 0 and stats["grad_s"].item() == pytest.approx(by_hand, rel=1e-5)
+
+
+@pytest.mark.parametrize("generator_loss", ["gdfq", "adadfq"])
+def test_step_reports_its_diagnostics(teacher, generator_loss):
+    # Oracle: the step's images recomputed from a copy of the generator taken before the step (its
+    # BatchNorm uses batch statistics, so the same latents give the same images), then the teacher's
+    # cross-entropy, AdaDFQ's two cross-entropies and the top-class agreement by hand, and the
+    # generator's gradient norm from the .grad that Adam's step leaves behind.
+    import akt_lib.zsq as zsq
+    from akt_lib.generator import sample_latent
+
+    config = _tiny(generator_loss=generator_loss, student_loss="adadfq" if generator_loss == "adadfq" else "gdfq")
+    run = zsq._Run(config, copy.deepcopy(teacher), torch.device("cpu"))
+    run.step(train_student=False)  # a warm-up step calibrates the activation ranges
+    freeze_act_ranges(run.student)  # the student's forward is then a pure function of its weights
+    generator, student = copy.deepcopy(run.generator), copy.deepcopy(run.student)
+    rng = torch.Generator().set_state(run.rng.get_state())
+    stats = run.step(train_student=True)
+    assert set(stats) == set(zsq.stat_keys(config))
+
+    with torch.no_grad():
+        z, y = sample_latent(config.batch_size, 10, config.latent_dim, generator=rng)
+        x = generator(z, y)
+        t, s = run.teacher(x), student(x)
+    assert stats["ce_t"].item() == pytest.approx(float(F.cross_entropy(t, y)), rel=1e-5)
+    assert stats["agree"].item() == pytest.approx(100.0 * float((t.argmax(1) == s.argmax(1)).float().mean()))
+    by_hand = sum(float((p.grad ** 2).sum()) for p in run.generator.parameters()) ** 0.5
+    assert by_hand > 0 and stats["grad_g"].item() == pytest.approx(by_hand, rel=1e-5)
+    if generator_loss == "adadfq":
+        assert stats["g_ds"].item() == pytest.approx(float(F.cross_entropy(t - s, y)), rel=1e-5)
+        assert stats["g_as"].item() == pytest.approx(float(F.cross_entropy(t + s, y)), rel=1e-5)
+        parts = stats["g_margin"] + 0.2 * stats["g_ds"] + 0.1 * stats["g_as"] + stats["bns"]
+        assert stats["loss_g"].item() == pytest.approx(parts.item(), rel=1e-5)  # the reported parts add up
+    else:
+        assert "g_margin" not in stats
+
+
+def test_kept_checkpoints_rebuild_the_run_as_it_was_at_that_epoch(teacher, tmp_path):
+    # Oracle: the same run stopped at the end of epoch 1 in another folder; its checkpoint holds the
+    # state the kept copy must hold. load_run rebuilds that state, also from a (simulated) GPU checkpoint.
+    import akt_lib.zsq as zsq
+
+    config = _tiny(epochs=3, lr_milestones=(2,))
+    kw = dict(name="k", teacher=teacher, progress=False, device="cpu")
+    train_zsq(config, out_dir=tmp_path / "full", keep_epochs=[1], **kw)
+    train_zsq(config, out_dir=tmp_path / "cut", stop_after_iters=2 * config.iters_per_epoch, **kw)
+    stem = "k-cifar10-jpeg-seed0-smoke"
+    kept = zsq.kept_checkpoint(tmp_path / "full" / "checkpoints" / f"{stem}.pt", 1)
+    assert sorted(p.name for p in kept.parent.iterdir()) == [f"{stem}-epoch001.pt", f"{stem}.pt"]
+    reference = torch.load(tmp_path / "cut" / "checkpoints" / f"{stem}.pt", weights_only=False)
+    run = zsq.load_run(kept, teacher=teacher)
+    assert run.iteration == reference["iteration"] == 2 * config.iters_per_epoch
+    for name, value in reference["run"]["student"].items():
+        torch.testing.assert_close(run.student.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    for name, value in reference["run"]["generator"].items():
+        torch.testing.assert_close(run.generator.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    assert run.fast == "off" and all(m.frozen for m in zsq._acts(run.student))
+
+    state = torch.load(kept, weights_only=False)
+    torch.save({**state, "device_type": "cuda"}, tmp_path / "gpu.pt")  # its RNG state would not fit a CPU generator
+    again = zsq.load_run(tmp_path / "gpu.pt", teacher=teacher)
+    assert torch.equal(again.rng.get_state(), torch.Generator().manual_seed(config.seed + 1).get_state())
+
+    with pytest.raises(ValueError, match="keep_epochs must be epochs in"):
+        train_zsq(config, out_dir=tmp_path / "bad", keep_epochs=[3], **kw)
+    with pytest.raises(ValueError, match="needs out_dir"):
+        train_zsq(config, out_dir=None, keep_epochs=[0], **kw)
