@@ -25,7 +25,7 @@ try:
 except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a core dependency
     raise ImportError("akt_lib.akt_plots needs matplotlib: pip install 'akt_lib[book]'") from e
 
-from .plots import _axes  # one definition of the shared helper
+from .plots import _axes, _number  # one definition of the shared helpers
 
 __all__ = ["as_square_maps", "plot_spatial_attention", "plot_channel_attention", "plot_sorted_distribution",
            "plot_batch_scaling", "plot_history"]
@@ -276,7 +276,7 @@ def plot_history(records: Mapping[str, dict], key: str, *, ax=None, ylabel: str 
         if not hist or any(key not in h for h in hist):
             raise ValueError(f"record {label!r} has no per-epoch {key!r} in its history")
         marker, line, size = styles[i % len(styles)]
-        ax.plot([h["epoch"] for h in hist], [float(h[key]) for h in hist], marker=marker, linestyle=line,
+        ax.plot([h["epoch"] for h in hist], [_number(h[key]) for h in hist], marker=marker, linestyle=line,
                 markersize=size, label=label)
     first = next(iter(records.values()))["history"]
     warm = [h["epoch"] for h in first if h.get("warmup")]

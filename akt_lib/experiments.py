@@ -443,14 +443,33 @@ def check_run_args(parser, args, experiments, family: str) -> Path:
     return Path(args.out) if args.out else results_dir() / family / args.profile
 
 
+def check_keep_epochs(parser, args) -> None:
+    """Refuse ``--keep-epochs`` that no chosen row can keep, before anything runs.
+
+    Every epoch must exist in each chosen trained row's schedule at the profile (epochs count from
+    0), and at least one chosen row must train (ZeroQ is post-training: it has no epochs).
+    """
+    trained = [n for n in args.names if EXPERIMENTS[n].kind == "zsq"]
+    if not trained:
+        parser.error(f"--keep-epochs: {', '.join(args.names)} train(s) nothing (post-training); no epochs to keep")
+    for name in trained:
+        for bits in args.bits or EXPERIMENTS[name].bits:
+            epochs = experiment_config(name, bits, args.profile, args.dataset).epochs
+            bad = sorted(e for e in set(args.keep_epochs) if not 0 <= e < epochs)
+            if bad:
+                parser.error(f"--keep-epochs {' '.join(map(str, bad))}: {name} {bits} at profile {args.profile} "
+                             f"has epochs 0..{epochs - 1}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
     r = add_run_parser(sub, EXPERIMENTS, "w3a3 w4a4", PROFILES, "zsq")
     r.add_argument("--keep-epochs", nargs="+", type=int, default=[], metavar="EPOCH",
-                   help="also keep the checkpoint from the end of these epochs (checkpoints/<run>-epochNNN.pt), "
-                        "to look at a run's state afterwards with akt_lib.zsq.load_run")
+                   help="also keep the checkpoint from the end of these epochs (0-based, as in the record's "
+                        "history) as checkpoints/<run>-epochNNN.pt, to look at a run's state afterwards with "
+                        "akt_lib.zsq.load_run")
     add_table_parser(sub, PROFILES, "zsq")
     args = p.parse_args(argv)
 
@@ -463,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(results_table(args.profile, args.dataset, args.folder)))
         return 0
     out = check_run_args(p, args, EXPERIMENTS, "zsq")
+    if args.keep_epochs:
+        check_keep_epochs(p, args)
     if args.jobs != 1:
         from .runner import run_cli_parallel
 

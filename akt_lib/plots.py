@@ -12,6 +12,7 @@ helpers only draw: the numbers they show are computed in the chapter or by the l
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -32,6 +33,12 @@ def _axes(ax, figsize=(6.0, 4.0)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     return ax
+
+
+def _number(value) -> float:
+    # A history value as a float to plot: None (a mean the record does not have, e.g. a loss logged
+    # from a resume on) becomes NaN, a gap in the line; JSON's "nan"/"inf" strings convert as such.
+    return math.nan if value is None else float(value)
 
 
 def _as_series(values, name: str) -> dict[str, list[float]]:

@@ -174,7 +174,7 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
         for b in bits_list:
             for seed in seeds:
                 bits_args = ("--bits", b) if b is not None else ()
-                # The run's own file stem, so logs of two profiles in one --out folder stay apart.
+                # With the profile, so the logs of two profiles in one --out folder stay apart.
                 label = "-".join(p for p in (name, b, dataset, f"seed{seed}", profile) if p)
                 argv = (command, "run", name, *bits_args, "--seeds", str(seed), "--profile", profile,
                         *data_args, *extra_args, "--no-progress")

@@ -269,13 +269,14 @@ class _Run:
         # Student step on the same images, detached from G. Its forward also calibrates the
         # activation ranges during warm-up (the GDFQ mechanism), so it runs even when not training.
         loss_s, rfd, agree = self.student_forward(x, t_logits, y, t_feats)
+        stats.update(loss_s=keep(loss_s), rfd=keep(rfd), agree=keep(agree))  # before any later graph runs
         grad_s = torch.zeros((), device=self.device)
         if train_student:
             self.opt_s.zero_grad(set_to_none=True)
             loss_s.backward()
             grad_s = _grad_norm(self.student.parameters())
             self.student_update()
-        stats.update(loss_s=keep(loss_s), rfd=keep(rfd), agree=keep(agree), grad_s=grad_s)
+        stats["grad_s"] = grad_s
         return stats
 
     @property
@@ -411,12 +412,16 @@ def kept_checkpoint(ckpt_path: str | Path, epoch: int) -> Path:
 
 
 def load_run(ckpt_path: str | Path, teacher: nn.Module | None = None, device: str | torch.device = "cpu") -> "_Run":
-    """A run rebuilt from one of its checkpoints (``train_zsq``'s own or a kept one), in eager mode.
+    """A run rebuilt from one of its checkpoints (``train_zsq``'s own or a kept one), for inspection.
 
     For looking at a run after the fact: its generator (``run.generator``, e.g. with
-    ``generator.sample_latent`` for images), student, teacher and loss functions, as they were at
-    that iteration. The checkpoint may come from another device (a GPU run read on a CPU); the
-    latent RNG then restarts from the config's seed (CUDA and CPU generators differ).
+    ``generator.sample_latent`` for images), student (activation ranges as checkpointed), teacher
+    and loss functions, as they were at ``run.iteration``. The run is eager (``fast="off"``, plain
+    optimizers even if a CUDA run used fused ones). Stepping it is not a continuation of the
+    training: the per-epoch settings (ranges unfrozen in warm-up, AIT's inundation schedule) are
+    ``train_zsq``'s; resume with ``train_zsq(..., resume=True)`` for that. The checkpoint may come
+    from another device (a GPU run read on a CPU); the latent RNG then restarts from the config's
+    seed (CUDA and CPU generators differ). The caller's global torch RNG is left as it was.
 
     Args:
         ckpt_path: a ``.pt`` file written by ``train_zsq``.
@@ -428,11 +433,17 @@ def load_run(ckpt_path: str | Path, teacher: nn.Module | None = None, device: st
                           "lr_milestones": tuple(state["config"]["lr_milestones"])})
     device = torch.device(device)
     _, teacher, _ = resume_teacher(state, ckpt_path, teacher, lambda: resolve_teacher(config))
-    run = _Run(config, copy.deepcopy(teacher), device, fast="off")
-    run_state = dict(state["run"])
-    if state.get("device_type", "cpu") != device.type:
-        run_state["rng"] = torch.Generator(device=device).manual_seed(config.seed + 1).get_state()
-    run.load_state_dict(run_state)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # _Run seeds, and its state sets, the global RNG
+        run = _Run(config, copy.deepcopy(teacher), device, fast="off")
+        run_state = dict(state["run"])
+        if state["device_type"] != device.type:
+            run_state["rng"] = torch.Generator(device=device).manual_seed(config.seed + 1).get_state()
+        run.load_state_dict(run_state)
+    for opt in (run.opt_g, run.opt_s):  # a CUDA run's saved param groups say fused=True
+        for group in opt.param_groups:
+            if group.get("fused"):
+                group["fused"] = None
     run.iteration = state["iteration"]
     return run
 
@@ -507,6 +518,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
 
     start_iter, record, loss_sums, loss_count = 0, None, None, 0
     keys = stat_keys(config)
+    partial: list[str] = []  # keys whose sums in this epoch miss the iterations before a resume
     if state is not None:
         run.load_state_dict(state["run"])
         start_iter, record = state["iteration"], state["record"]
@@ -515,10 +527,12 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
             return run.student, record
         loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
         loss_sums = loss_sums.to(device) if loss_sums is not None else None
+        partial = list(state.get("loss_partial", []))
         if loss_sums is not None and loss_sums.numel() < len(keys):
             # A checkpoint from before grad_s or the diagnostics were logged (they come after the
-            # older keys): that epoch's means of the new keys count the iterations after the resume
-            # only (as zeros before it).
+            # older keys): their sums for this epoch lack the iterations before the resume, so the
+            # epoch's history entry says None for them rather than a mean that is not one.
+            partial += list(keys[loss_sums.numel():])
             loss_sums = torch.cat([loss_sums, loss_sums.new_zeros(len(keys) - loss_sums.numel())])
     if record is None:
         record = new_record("zsq", name, config.dataset, config.to_dict(), config.seed, config.profile, device)
@@ -533,14 +547,17 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     wall0, t0 = record["wall_time_s"], time.perf_counter()
     compiled = (run.generator_forward, run.student_forward, run.student_update)
 
-    def save(iteration: int, status: str) -> None:
+    def save(iteration: int, status: str, keep_as: Path | None = None) -> None:
         record["wall_time_s"] = wall0 + time.perf_counter() - t0
         record["status"] = status
         record_fallbacks(record, *compiled)
         if ckpt_path is not None:
-            save_checkpoint({"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
-                             "iteration": iteration, "record": record, "loss_sums": loss_sums,
-                             "loss_count": loss_count}, ckpt_path)
+            ckpt = {"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
+                    "iteration": iteration, "record": record, "loss_sums": loss_sums, "loss_count": loss_count,
+                    "loss_partial": partial}
+            if keep_as is not None:  # first: a crash before the run's own checkpoint redoes (and keeps) the epoch
+                save_checkpoint(ckpt, keep_as)
+            save_checkpoint(ckpt, ckpt_path)
         if record_path is not None:
             save_record(record, record_path)
 
@@ -579,9 +596,10 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     freeze_act_ranges(run.student)
                     acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
                     means = (loss_sums / loss_count).tolist()
+                    means = {k: None if k in partial else m for k, m in zip(keys, means)}
                     record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                              "lr_s": run.opt_s.param_groups[0]["lr"], **dict(zip(keys, means))})
-                    loss_sums, loss_count = None, 0
+                                              "lr_s": run.opt_s.param_groups[0]["lr"], **means})
+                    loss_sums, loss_count, partial = None, 0, []
                     run.sched_g.step()
                     with warnings.catch_warnings():
                         # During warm-up the student optimizer has not stepped yet; the reference steps
@@ -591,9 +609,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     bar.set_postfix(acc=f"{acc:.2f}", best=f"{max(h['acc'] for h in record['history']):.2f}")
                     if stop_on_nonfinite and mark_diverged(record, LOSS_KEYS):  # NaN weights from here on
                         break
-                    save(it, "running")
-                    if epoch in keep_epochs:
-                        save_checkpoint(load_checkpoint(ckpt_path), kept_checkpoint(ckpt_path, epoch))
+                    save(it, "running", kept_checkpoint(ckpt_path, epoch) if epoch in keep_epochs else None)
                 elif it % c.checkpoint_every == 0:
                     save(it, "running")
                 if (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \

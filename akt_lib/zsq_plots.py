@@ -31,7 +31,7 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
     raise ImportError("akt_lib.zsq_plots needs matplotlib: pip install 'akt_lib[book]'") from e
 
 from .data import denormalize
-from .plots import _as_series, _axes  # one definition of both helpers
+from .plots import _as_series, _axes, _number  # one definition of the shared helpers
 
 __all__ = ["show_images", "plot_bars", "plot_curves", "plot_step_layer_heatmap", "plot_accuracy_histories",
            "plot_seed_curves", "plot_rows_by_bits", "html_table"]
@@ -312,7 +312,7 @@ def plot_seed_curves(groups: Mapping[str, Sequence[dict]], key: str = "acc", *, 
         if any(key not in h for r in recs for h in r["history"]):
             raise ValueError(f"a history entry of {label!r} has no {key!r}")
         n = min(len(r["history"]) for r in recs)
-        values = torch.tensor([[float(h[key]) for h in r["history"][:n]] for r in recs])  # (seeds, epochs)
+        values = torch.tensor([[_number(h[key]) for h in r["history"][:n]] for r in recs])  # (seeds, epochs)
         epochs = [h["epoch"] for h in recs[0]["history"][:n]]
         seeds = f"{len(recs)} seed" + ("s" if len(recs) > 1 else "")
         ax.plot(epochs, values.mean(0).tolist(), color=f"C{i}", label=f"{label} ({seeds})")

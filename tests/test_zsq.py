@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from akt_lib.experiments import EXPERIMENTS, experiment_config, format_table, main, results_table
+from akt_lib.losses import adadfq_margin_loss
 from akt_lib.models import resnet20
 from akt_lib.quant import freeze_act_ranges
 from akt_lib.zsq import ZSQConfig, smoke_config, train_zsq
@@ -182,6 +185,20 @@ def test_cli_lists_and_rejects_unknown(capsys):
     assert "available:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, match", [
+    (["gdfq", "--keep-epochs", "3"], r"--keep-epochs 3: gdfq w3a3 at profile smoke has epochs 0\.\.2"),
+    (["gdfq", "--bits", "w4a4", "--keep-epochs", "0", "-1"], r"--keep-epochs -1: gdfq w4a4"),
+    (["zeroq", "--keep-epochs", "0"], "post-training"),
+])
+def test_cli_refuses_epochs_to_keep_that_the_schedule_does_not_have(argv, match, capsys, tmp_path):
+    # Before any run starts (an error after hours of training would lose the point of keeping them).
+    assert experiment_config("gdfq", "w3a3", "smoke").epochs == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *argv, "--profile", "smoke", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and not any(tmp_path.iterdir())
+    assert re.search(match, capsys.readouterr().err)
+
+
 def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path):
     from akt_lib.experiments import run_zeroq
 
@@ -232,9 +249,57 @@ def test_history_keeps_each_epochs_mean_losses_across_a_resume(teacher, tmp_path
               stop_after_iters=6)  # epoch 0 done (calls 1-4), epoch 1 half done (calls 5-6)
     _, rec = train_zsq(config, name="m", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
     assert calls["n"] == 8
-    assert [h["loss_g"] for h in rec["history"]] == [2.5, 6.5]  # mean(1..4), mean(5..8)
-    assert [h["rfd"] for h in rec["history"]] == [2500.0, 6500.0]
+    for i, key in enumerate(zsq.stat_keys(config)):  # mean(1..4), mean(5..8), scaled by the key's 10^i
+        assert [h[key] for h in rec["history"]] == [2.5 * 10 ** i, 6.5 * 10 ** i], key
     assert rec["loss_stat"] == "mean over the epoch's iterations"
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
+def test_a_resume_from_a_checkpoint_without_the_newer_keys_records_them_as_missing(teacher, tmp_path, monkeypatch):
+    # Oracle: the same known-number step as above; the checkpoint taken mid-epoch is cut back to
+    # the five losses logged before the diagnostics were, as an older library version wrote it.
+    # That epoch's new keys miss its first iterations: None, not a mean over part of the epoch.
+    import akt_lib.zsq as zsq
+
+    calls = {"n": 0}
+
+    def fake_step(self, train_student):
+        calls["n"] += 1
+        with torch.no_grad():
+            self.student(torch.randn(2, 3, 32, 32))
+        return {name: torch.tensor(float(calls["n"])) for name in zsq.stat_keys(self.config)}
+
+    monkeypatch.setattr(zsq._Run, "step", fake_step)
+    config = _tiny(epochs=3, iters_per_epoch=4, warmup_epochs=1, lr_milestones=(2,))
+    kw = dict(name="old", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    train_zsq(config, stop_after_iters=6, **kw)  # epoch 0 done, epoch 1 half done
+    ckpt = tmp_path / "checkpoints" / "old-cifar10-jpeg-seed0-smoke.pt"
+    state = torch.load(ckpt, weights_only=False)
+    old_keys = zsq.LOSS_KEYS
+    assert len(old_keys) == 5 and tuple(zsq.stat_keys(config)[:5]) == old_keys
+    state["loss_sums"] = state["loss_sums"][:5]
+    del state["loss_partial"]
+    torch.save(state, ckpt)
+    _, rec = train_zsq(config, **kw)
+    new_keys = [k for k in zsq.stat_keys(config) if k not in old_keys]
+    first, resumed, after = rec["history"]
+    assert all(first[k] == 2.5 for k in zsq.stat_keys(config))
+    assert all(resumed[k] == 6.5 for k in old_keys) and all(resumed[k] is None for k in new_keys)
+    assert all(after[k] == 10.5 for k in zsq.stat_keys(config))  # mean(9..12): whole again
+    assert rec["status"] == "complete" and "diverged" not in rec  # None is not a non-finite loss
+
+
+def test_history_plots_draw_a_missing_mean_as_a_gap():
+    from akt_lib.akt_plots import plot_history
+    from akt_lib.zsq_plots import plot_seed_curves
+
+    rec = {"history": [{"epoch": e, "acc": 10.0 * e, "ce_t": v} for e, v in enumerate([1.0, None, 3.0])]}
+    y = plot_history({"run": rec}, "ce_t").lines[0].get_ydata()
+    assert y[0] == 1.0 and math.isnan(y[1]) and y[2] == 3.0
+    y = plot_seed_curves({"row": [rec, rec]}, key="ce_t").lines[0].get_ydata()
+    assert y[0] == 1.0 and math.isnan(y[1]) and y[2] == 3.0
+    import matplotlib.pyplot as plt
+    plt.close("all")
 
 
 def test_generator_step_does_not_compute_student_weight_gradients(teacher):
@@ -497,6 +562,7 @@ def test_step_reports_its_diagnostics(teacher, generator_loss):
     if generator_loss == "adadfq":
         assert stats["g_ds"].item() == pytest.approx(float(F.cross_entropy(t - s, y)), rel=1e-5)
         assert stats["g_as"].item() == pytest.approx(float(F.cross_entropy(t + s, y)), rel=1e-5)
+        assert stats["g_margin"].item() == pytest.approx(float(adadfq_margin_loss(t, s)), rel=1e-5, abs=1e-7)
         parts = stats["g_margin"] + 0.2 * stats["g_ds"] + 0.1 * stats["g_as"] + stats["bns"]
         assert stats["loss_g"].item() == pytest.approx(parts.item(), rel=1e-5)  # the reported parts add up
     else:
