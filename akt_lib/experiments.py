@@ -125,6 +125,10 @@ def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str
                       seed: int = 0, **overrides) -> ZSQConfig:
     """The ``ZSQConfig`` of an experiment row at a bit-width and profile.
 
+    Raises:
+        ValueError: an unknown name, bit-width, profile or dataset, or a post-training row (ZeroQ
+            trains nothing, so it has no ``ZSQConfig``: ``run_zeroq`` runs it).
+
     Examples:
         >>> c = experiment_config("adadfq+akt", "w3a3", profile="short")
         >>> (c.epochs, c.iters_per_epoch, c.warmup_epochs, c.lr_milestones, c.rfd)
@@ -133,6 +137,9 @@ def experiment_config(name: str, bits: str, profile: str = "paper", dataset: str
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
+    if exp.kind != "zsq":
+        raise ValueError(f"{name} is post-training quantization (no training, hence no ZSQConfig); "
+                         f"run it with run_zeroq(bits, profile=...) or run_experiment({name!r}, bits)")
     if bits not in exp.bits:
         raise ValueError(f"{name} is defined at {', '.join(exp.bits)} (the papers' rows), got {bits!r}")
     if profile not in PROFILES:
@@ -183,13 +190,16 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     """ZeroQ as the AIT table means it: distilled data → calibrate (running min/max) → test.
 
     PTQ only, no fine-tuning (see IntraQ#1 in methods.md §7 for the other "ZeroQ"). Returns a
-    record of kind ``"zsq"`` with one evaluation (best = final).
+    record of kind ``"zsq"`` with one evaluation (best = final) and the teacher's fingerprint
+    (``teacher_sha256``). A complete record of the same config already in ``out_dir`` is returned
+    instead of redoing it when it was made with the same teacher: the same fingerprint, or, for a
+    record older than fingerprints, the same teacher name (never for a ``teacher=`` module).
     """
     import time
 
     from .data import fixed_subset, load_split
     from .evaluate import evaluate
-    from .records import finish_record, new_record, save_record
+    from .records import finish_record, module_fingerprint, new_record, save_record
     from .utils import get_device, seed_everything
     from .zeroq import distill_data, zeroq_ptq
     from .zsq import resolve_teacher
@@ -205,6 +215,7 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     if teacher is None:
         teacher_name, teacher = resolve_teacher(base)
     teacher = teacher.to(device).eval()
+    teacher_sha = module_fingerprint(teacher)
     sizes = ZEROQ_PROFILES[profile]
     config = {"method": "zeroq", "dataset": dataset, "w_bits": w, "a_bits": a, "range_update": "minmax",
               "seed": seed, "profile": profile, "lr": 0.5, **sizes}
@@ -213,10 +224,13 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
         from .records import load_record
 
         done = load_record(path)
-        if done.get("status") == "complete" and done.get("config") == config:
+        same_teacher = (done.get("teacher_sha256") == teacher_sha if "teacher_sha256" in done
+                        else teacher_name != "given" and done.get("teacher") == teacher_name)
+        if done.get("status") == "complete" and done.get("config") == config and same_teacher:
             return done
     record = new_record("zsq", f"zeroq-{bits}", dataset, config, seed, profile, device)
-    record.update(teacher=teacher_name, method="ZeroQ (PTQ)", experiment="zeroq", bits=bits)
+    record.update(teacher=teacher_name, teacher_sha256=teacher_sha, method="ZeroQ (PTQ)", experiment="zeroq",
+                  bits=bits)
     images, labels = load_split(dataset, "test")
     if profile == "smoke":
         idx = fixed_subset(64, len(labels), seed=0)
@@ -296,7 +310,8 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                   names: list[str] | None = None) -> list[dict]:
     """Ours vs the paper's, one row per (experiment, bits): mean ± std over seeds of best and
     final accuracy, drop from our FP teacher, delta to the baseline (the paper's Δ) and to the
-    control (the same row without the method's term: AKT's RFD), how many seeds collapsed
+    control (the same row without the method's term: AKT's RFD), each at the best and at the final
+    epoch (``mean_delta``), how many seeds collapsed
     (``collapsed``), the training-step mode of the runs (``akt_lib.fast``: ``off`` = eager,
     ``compile`` ...), and the paper's numbers. Rows with no record say ``"not run"``; never a paper
     number in our columns.
@@ -304,29 +319,35 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     A seed has *collapsed* when its run ended at chance accuracy (within one point of 100 / classes)
     or its losses became non-finite (``records.first_nonfinite_epoch``): its best accuracy then
     comes from before the collapse, picked on the test set, and the mean of the best column hides
-    it. The final column shows it."""
+    it. The final columns (accuracy, drop, deltas) show it.
+
+    Raises:
+        ValueError: an unknown experiment in ``names``, profile or dataset.
+    """
+    unknown = [n for n in names or [] if n not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; available: {', '.join(EXPERIMENTS)}")
     by_row = run_records(profile, dataset, folder)
     chance = 100.0 / DATASETS[dataset].num_classes
     rows = []
     for name in names or list(EXPERIMENTS):
         for bits in EXPERIMENTS[name].bits:
             rs = by_row.get((name, bits), [])
-            best = [r["best_acc"] for r in rs]
-            final = [r["final_acc"] for r in rs]
             base, control = EXPERIMENTS[name].baseline, EXPERIMENTS[name].control
-            base_best = [r["best_acc"] for r in by_row.get((base, bits), [])] if base else []
-            control_best = [r["best_acc"] for r in by_row.get((control, bits), [])] if control else []
+            base_rs = by_row.get((base, bits), []) if base else []
+            control_rs = by_row.get((control, bits), []) if control else []
             paper = paper_result(name, dataset, bits)
             paper_base = paper_result(base, dataset, bits) if base else None
             rows.append({
                 "experiment": name, "bits": bits.upper(), "seeds": len(rs),
-                "best": _mean_std(best), "final": _mean_std(final),
+                "best": _mean_std([r["best_acc"] for r in rs]), "final": _mean_std([r["final_acc"] for r in rs]),
                 "teacher": _teacher_cell(rs, lambda r: f"{r['teacher_acc']:.2f}"),
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
-                "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f}"
-                                  if best and base_best else "—"),
-                "Δ vs control": (f"{statistics.mean(best) - statistics.mean(control_best):+.2f}"
-                                 if best and control_best else "—"),
+                "drop (final)": _mean_std([r["teacher_acc"] - r["final_acc"] for r in rs]),
+                "Δ vs baseline (best)": mean_delta(rs, base_rs, "best_acc"),
+                "Δ vs baseline (final)": mean_delta(rs, base_rs, "final_acc"),
+                "Δ vs control (best)": mean_delta(rs, control_rs, "best_acc"),
+                "Δ vs control (final)": mean_delta(rs, control_rs, "final_acc"),
                 "collapsed": (f"{sum(collapsed(r, chance) for r in rs)} of {len(rs)}"
                               if rs and EXPERIMENTS[name].kind == "zsq" else "—"),
                 "steps": (" / ".join(sorted({str(r.get("fast", "off")) for r in rs})) or "—"
@@ -337,6 +358,28 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "paper source": paper[1] if paper else "—",
             })
     return rows
+
+
+def mean_delta(runs: list[dict], others: list[dict], key: str) -> str:
+    """The difference of the seed means of ``key`` (``"best_acc"`` or ``"final_acc"``) between two
+    rows' runs, signed, two decimals; ``"—"`` when either row has no run.
+
+    The papers report best-epoch deltas; the final-epoch delta is the one that a collapse (a seed
+    that peaked early and ended at chance) cannot hide.
+
+    Examples:
+        >>> mean_delta([{"best_acc": 85.0, "final_acc": 10.0}], [{"best_acc": 84.0, "final_acc": 83.5}], "best_acc")
+        '+1.00'
+        >>> mean_delta([{"best_acc": 85.0, "final_acc": 10.0}], [{"best_acc": 84.0, "final_acc": 83.5}], "final_acc")
+        '-73.50'
+        >>> mean_delta([], [{"best_acc": 84.0}], "best_acc")
+        '—'
+    """
+    if key not in ("best_acc", "final_acc"):
+        raise ValueError(f"key must be 'best_acc' or 'final_acc', got {key!r}")
+    if not runs or not others:
+        return "—"
+    return f"{statistics.mean(r[key] for r in runs) - statistics.mean(r[key] for r in others):+.2f}"
 
 
 def collapsed(record: dict, chance: float, keys=LOSS_KEYS) -> bool:
@@ -408,7 +451,8 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="compiled training steps (akt_lib.fast; default: on CUDA only)")
     r.add_argument("--jobs", type=int, default=1,
-                   help="runs side by side, one process each (default 1: one after another; 4 suits a GPU)")
+                   help="runs side by side, one process each (default 1: one after another; on a GPU 4 helps eager and "
+                        "compiled steps, while CUDA-graph steps keep the GPU busy and gain little)")
     r.add_argument("--no-progress", action="store_true")
     return r
 

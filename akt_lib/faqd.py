@@ -32,14 +32,21 @@ from . import quant
 from .quant import check_bits
 
 __all__ = ["FAQD_ALPHA_INIT", "FAQD_STAGES", "quantize_fbit", "quantize_ternary", "quantize_binary",
-           "WEIGHT_QUANTIZERS", "FAQDConv2d", "QuantReLU", "FAQDConfig", "quantize_model_faqd", "FeatureAdapter",
-           "fa_loss", "ffa_loss", "ffa_expected", "logit_mse_loss", "ffa_convergence", "time_fa_losses"]
+           "WEIGHT_QUANTIZERS", "ALPHA_GRADS", "FAQDConv2d", "QuantReLU", "FAQDConfig", "quantize_model_faqd",
+           "FeatureAdapter", "fa_loss", "ffa_loss", "ffa_expected", "logit_mse_loss", "ffa_convergence", "time_fa_losses"]
 
 #: The reference's initial ReLU step ``alpha`` per activation bit-width.
 FAQD_ALPHA_INIT = {1: 1.2221, 2: 0.6511, 4: 0.1946}
 #: ``(channels, H = W)`` of a CIFAR ResNet's three stage outputs: the maps FAQD distils.
 FAQD_STAGES = ((16, 32), (32, 16), (64, 8))
 ALPHA_RANGE = (1e-3, 5.0)
+
+#: How the ReLU steps ``alpha`` train. ``"paper"``: each gets the blended coarse gradient of §5a.
+#: ``"released"``: what the released ``_full`` scripts do, where no ``alpha`` ever gets a gradient:
+#: their autograd function keeps its options (``gd_alpha`` ...) as *class* attributes, which every
+#: ``QuantReLU`` forward overwrites, so the backward reads the options of the last one to run, the
+#: network's final ReLU, built with ``gd_alpha=False``. The steps stay at their initial values.
+ALPHA_GRADS = ("paper", "released")
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -172,13 +179,16 @@ class QuantReLU(nn.Module):
     Args:
         bits: 1..8. alpha_init: default ``FAQD_ALPHA_INIT[bits]`` (given for 1, 2, 4 bits only).
         rate_factor: the 0.01 of the alpha gradient.
+        learn_alpha: ``False`` keeps ``alpha`` as a buffer at its initial value (no gradient, not
+            in any optimizer), as the released code ends up doing (``ALPHA_GRADS``).
 
     Examples:
         >>> QuantReLU(2, alpha_init=0.5)(torch.tensor([-1.0, 0.2, 0.7, 1.2, 3.0]))
         tensor([0.0000, 0.5000, 1.0000, 1.5000, 1.5000], grad_fn=<_QuantReLUFunctionBackward>)
     """
 
-    def __init__(self, bits: int, alpha_init: float | None = None, rate_factor: float = 0.01):
+    def __init__(self, bits: int, alpha_init: float | None = None, rate_factor: float = 0.01,
+                 learn_alpha: bool = True):
         super().__init__()
         self.bits = check_bits(bits, "a_bits", range(1, 9))
         if alpha_init is None:
@@ -187,8 +197,14 @@ class QuantReLU(nn.Module):
             alpha_init = FAQD_ALPHA_INIT[bits]
         _check_positive(alpha_init, "alpha_init")
         _check_positive(rate_factor, "rate_factor")
+        if not isinstance(learn_alpha, bool):
+            raise TypeError(f"learn_alpha must be a bool, got {learn_alpha!r}")
         self.rate_factor = float(rate_factor)
-        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        alpha = torch.tensor(float(alpha_init))
+        if learn_alpha:
+            self.alpha = nn.Parameter(alpha)
+        else:
+            self.register_buffer("alpha", alpha)  # same state_dict key, no gradient
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -196,7 +212,8 @@ class QuantReLU(nn.Module):
         return _QuantReLUFunction.apply(x, self.alpha, self.bits, self.rate_factor)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, rate_factor={self.rate_factor}"
+        fixed = "" if isinstance(self.alpha, nn.Parameter) else ", alpha fixed"
+        return f"bits={self.bits}, rate_factor={self.rate_factor}{fixed}"
 
 
 def _check_positive(value, name: str) -> None:
@@ -214,6 +231,8 @@ class FAQDConfig:
             (the weight-only scripts).
         alpha_init: initial ReLU step; default ``FAQD_ALPHA_INIT[a_bits]``.
         rate_factor: scale of the alpha gradient (0.01).
+        alpha_grad: ``"paper"`` (the steps learn, §5a) or ``"released"`` (they stay at
+            ``alpha_init``, as in the released scripts; ``ALPHA_GRADS`` says why).
 
     Examples:
         >>> FAQDConfig(w_bits=2, a_bits=None).name
@@ -224,10 +243,13 @@ class FAQDConfig:
     a_bits: int | None = 4
     alpha_init: float | None = None
     rate_factor: float = 0.01
+    alpha_grad: str = "paper"
 
     def __post_init__(self):
         if isinstance(self.w_bits, bool) or self.w_bits not in WEIGHT_QUANTIZERS:
             raise ValueError(f"FAQD's w_bits must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.w_bits!r}")
+        if self.alpha_grad not in ALPHA_GRADS:
+            raise ValueError(f"alpha_grad must be one of {ALPHA_GRADS}, got {self.alpha_grad!r}")
         if self.a_bits is not None:
             QuantReLU(self.a_bits, self.alpha_init, self.rate_factor)  # validates the three together
 
@@ -246,7 +268,8 @@ def _quantize_children(module: nn.Module, config: FAQDConfig) -> None:
         if type(child) is nn.Conv2d:
             setattr(module, name, FAQDConv2d.from_float(child, config.w_bits))
         elif type(child) is nn.ReLU and config.a_bits is not None:
-            relu = QuantReLU(config.a_bits, config.alpha_init, config.rate_factor)
+            relu = QuantReLU(config.a_bits, config.alpha_init, config.rate_factor,
+                             learn_alpha=config.alpha_grad == "paper")
             setattr(module, name, relu.to(next(module.parameters(), torch.empty(0)).device))
         else:
             _quantize_children(child, config)

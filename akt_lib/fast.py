@@ -13,13 +13,15 @@ those trainers run the *same* functions through ``torch.compile``:
   update is compiled too.
 * ``"cudagraphs"``: as ``"compile"`` plus CUDA-graph replay (``mode="reduce-overhead"``): one
   launch per graph instead of one per kernel. CUDA only.
-* ``"auto"`` (the trainers' default): on CUDA the fastest mode measured and checked for that
-  trainer, ``"off"`` elsewhere — compiling costs tens of seconds, which a CPU smoke run never earns
-  back. On CUDA that is ``"cudagraphs"`` for the zero-shot rows without gradient inundation (on an
-  H100 the AKT step took 12.0 ms against 38.9 ms compiled and 69.7 ms eager, and a short AKT run
-  ended within the eager-vs-eager spread of accuracy: ``results/bench/bench-cuda-trace-akt.json``,
-  ``results/fastcheck/``), and ``"compile"`` for the rest (GDFQ+AIT, label-free, teachers), whose
-  CUDA-graph step has not been checked yet.
+* ``"auto"`` (the trainers' default): on CUDA the fastest mode measured for that trainer,
+  ``"off"`` elsewhere — compiling costs tens of seconds, which a CPU smoke run never earns back.
+  On CUDA that is ``"cudagraphs"`` for the zero-shot rows without gradient inundation and
+  ``"compile"`` for the rest (GDFQ+AIT, label-free, teachers), whose CUDA-graph step has not been
+  measured. What has been *checked* against eager is the AKT step only: on an H100 it took 12.0 ms
+  with graphs against 38.9 ms compiled and 69.7 ms eager, and a short AKT run's best accuracy
+  ended within 0.3 points of eager (``results/bench/bench-cuda-trace-akt.json``,
+  ``results/fastcheck/``). GDFQ and AdaDFQ run the same ``zsq._Run`` step with other loss terms;
+  their graphs are assumed to behave alike until ``python -m akt_lib fastcheck`` has run them.
 
 The graphs have static shapes (``dynamic=False``) and contain no host synchronisation; Python
 state the step depends on (a quantizer's ``frozen`` flag, the learning rate at a milestone) is

@@ -95,7 +95,9 @@ class LabelFreeConfig:
     ``TEACHERS`` name or ``"auto"``, ``student_init`` — ``"auto"``, ``"scratch"`` or a
     ``TEACHERS`` name); the quantizer (``quantizer`` in ``QUANTIZERS``, bits, EWGS options); the
     loss (``loss`` in ``LOSSES``, ``kd_T``, FAQD's ``kd_loss``/``kd_coef``/``fa_type``/
-    ``fa_coef``/``ffa_projections``/``train_adapter``); the schedule (``lr_q``/``weight_decay_q``
+    ``fa_coef``/``ffa_projections``/``train_adapter``; ``faqd_alpha_grad``: ``"paper"``, or
+    ``"released"`` for FAQD's ReLU steps fixed at their initial values as in the released scripts,
+    ``faqd.ALPHA_GRADS``); the schedule (``lr_q``/``weight_decay_q``
     apply to quantizer parameters, ``lr_q=None`` meaning ``lr``; cosine over ``epochs``);
     bookkeeping (``train_size``/``test_size``: fixed subsets, ``None`` = all).
 
@@ -125,6 +127,7 @@ class LabelFreeConfig:
     fa_coef: float = 0.1
     ffa_projections: int = 15
     train_adapter: bool = True
+    faqd_alpha_grad: str = "paper"
     epochs: int = 1200
     batch_size: int = 256
     optimizer: str = "adam"
@@ -152,6 +155,9 @@ class LabelFreeConfig:
                                      ("student_init", self.student_init, ("auto", "scratch", *TEACHERS))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got {value!r}")
+        if self.faqd_alpha_grad != "paper" and self.quantizer != "faqd":
+            raise ValueError(f"faqd_alpha_grad={self.faqd_alpha_grad!r} applies to quantizer='faqd' only, "
+                             f"got quantizer={self.quantizer!r}")
         self.quant_config  # noqa: B018 - validates the bits and EWGS options through the family's config
         for name in ("ewgs_num_batches", "ewgs_hutchinson_iters", "ffa_projections", "epochs", "batch_size",
                      "eval_batch_size", "train_size", "test_size"):
@@ -195,7 +201,7 @@ class LabelFreeConfig:
     def quant_config(self) -> QATConfig | FAQDConfig:
         """The quantizer's own config (``quantize_model`` dispatches on its type)."""
         if self.quantizer == "faqd":
-            return FAQDConfig(w_bits=self.w_bits, a_bits=self.a_bits)
+            return FAQDConfig(w_bits=self.w_bits, a_bits=self.a_bits, alpha_grad=self.faqd_alpha_grad)
         return QATConfig(method=self.quantizer, w_bits=self.w_bits, a_bits=self.a_bits,
                          ewgs_delta=self.ewgs_delta, ewgs_update_every=self.ewgs_update_every)
 
@@ -456,6 +462,8 @@ def _method_label(c: LabelFreeConfig) -> str:
     else:
         kd = "logit MSE" if c.kd_loss == "mse" else f"KL T={c.kd_T:g}"
         label = f"{q} + FAQD ({kd}" + ("" if c.fa_type == "none" else f" + {c.fa_coef:g}·{c.fa_type.upper()}") + ")"
+    if c.faqd_alpha_grad == "released":
+        label += " [ReLU steps fixed, as released]"
     return label + (" [bf16 autocast on CUDA]" if c.amp else "")
 
 

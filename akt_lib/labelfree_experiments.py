@@ -24,7 +24,6 @@ paper column says "not obtained" — never a number. Profiles as in ``akt_lib.la
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 from .data import DATASETS
 # One command line and one table format for both families:
 from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
-                          format_table, parse_bits)
+                          format_table, mean_delta, parse_bits)
 from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -131,17 +130,23 @@ def paper_result(name: str, dataset: str, bits: str) -> tuple[float, str] | None
     return PAPER.get((name, "cifar10" if dataset == "cifar10-jpeg" else dataset, bits))
 
 
+def _vs(delta: str, baseline: str | None) -> str:
+    """A delta cell naming its baseline (``"+1.00 vs sqakd-ce"``), or ``"—"`` as it is."""
+    return delta if delta == "—" else f"{delta} vs {baseline}"
+
+
 def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
                   names: list[str] | None = None) -> list[dict]:
     """Ours vs the paper's, one row per (experiment, bits), from the ``labelfree`` records in ``folder``.
 
     Ours: mean ± std over seeds of best and final top-1 and of the mean over the last 5 epochs
-    (SQAKD's log reports it), the teacher's accuracy, the drop from it, the delta to the row's
-    baseline, and how many seeds collapsed (``experiments.collapsed``: ended within one point of
-    chance, or had a non-finite epoch); rows without a record say ``"not run"``. Paper: its
+    (SQAKD's log reports it), the teacher's accuracy, the drop from it and the delta to the row's
+    baseline (each at the best and at the final epoch), and how many seeds collapsed
+    (``experiments.collapsed``: ended within one point of chance, or had a non-finite epoch); rows without a record say ``"not run"``. Paper: its
     number where ``PAPER`` has one, else ``"not obtained"`` (never a number we did not read).
-    Records of the bf16 speed variant (``amp=True``) are left out: the rows are the references'
-    float32 recipes.
+    Records of the bf16 speed variant (``amp=True``) and of FAQD with the released code's fixed
+    ReLU steps (``faqd_alpha_grad="released"``) are left out: the rows are the papers' float32
+    recipes.
 
     Examples:
         >>> rows = results_table("smoke", folder="/nonexistent", names=["faqd-fa"])
@@ -154,7 +159,8 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     folder = Path(folder) if folder is not None else results_dir() / "labelfree" / profile
     records = [r for r in (load_records(folder, kind="labelfree") if folder.is_dir() else [])
                if r.get("profile") == profile and r.get("dataset") == dataset and r.get("status") == "complete"
-               and not r.get("config", {}).get("amp")]
+               and not r.get("config", {}).get("amp")
+               and r.get("config", {}).get("faqd_alpha_grad", "paper") == "paper"]
     by_row: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         by_row.setdefault((r.get("experiment"), r.get("bits")), []).append(r)
@@ -164,18 +170,18 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
         exp = EXPERIMENTS[name]
         for bits in exp.bits:
             rs = by_row.get((name, bits), [])
-            best = [r["best_acc"] for r in rs]
-            base_best = [r["best_acc"] for r in by_row.get((exp.baseline, bits), [])] if exp.baseline else []
+            base_rs = by_row.get((exp.baseline, bits), []) if exp.baseline else []
             paper = paper_result(name, dataset, bits)
             rows.append({
                 "experiment": name, "bits": bits.upper(),
                 "labels": "yes (CE)" if exp.overrides.get("loss") == "ce" else "no", "seeds": len(rs),
-                "best": _mean_std(best), "final": _mean_std([r["final_acc"] for r in rs]),
+                "best": _mean_std([r["best_acc"] for r in rs]), "final": _mean_std([r["final_acc"] for r in rs]),
                 "last 5 epochs": _mean_std([r["last5_mean_acc"] for r in rs if "last5_mean_acc" in r]),
                 "teacher": _teacher_cell(rs, lambda r: f"{r['teacher_acc']:.2f} ({r['teacher']})") if rs else "—",
                 "drop (best)": _mean_std([r["teacher_acc"] - r["best_acc"] for r in rs]),
-                "Δ vs baseline": (f"{statistics.mean(best) - statistics.mean(base_best):+.2f} vs {exp.baseline}"
-                                  if best and base_best else "—"),
+                "drop (final)": _mean_std([r["teacher_acc"] - r["final_acc"] for r in rs]),
+                "Δ vs baseline (best)": _vs(mean_delta(rs, base_rs, "best_acc"), exp.baseline),
+                "Δ vs baseline (final)": _vs(mean_delta(rs, base_rs, "final_acc"), exp.baseline),
                 "collapsed": f"{sum(collapsed(r, chance, LOSS_KEYS) for r in rs)} of {len(rs)}" if rs else "—",
                 "paper": f"{paper[0]:.2f}" if paper else "none" if _imagenet_only(exp) else "not obtained",
                 "paper source": (paper[1] if paper else "SQAKD ran this quantizer on Tiny-ImageNet only (its Tables "

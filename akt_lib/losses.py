@@ -3,12 +3,12 @@
 Notation (methods.md §1.4, §1.6, §2a, §3a): ``s`` = quantized student logits, ``t`` = teacher
 logits, both ``(B, C)``; ``y`` = int64 labels ``(B,)``; feature maps are ``(N, C, H, W)``.
 
-* Student losses (chapter 3: GDFQ; chapter 4: AdaDFQ/AKT; chapter 5: AIT): ``gdfq_student_loss``,
+* Student losses (chapter 5: GDFQ and AIT; chapter 4: AdaDFQ/AKT): ``gdfq_student_loss``,
   ``ait_student_loss``, ``adadfq_student_loss``, ``akt_student_loss``. Teacher logits and features
   are *targets*: they are detached inside, so a student loss never sends gradient to the teacher
   (or, through it, to the generator).
 * AKT's refined feature distillation: ``spatial_attention``, ``channel_attention``, ``rfd_loss``.
-* Generator losses (chapter 3): ``gdfq_generator_loss``, ``adadfq_generator_loss``,
+* Generator losses (chapter 3: GDFQ; chapter 4: AdaDFQ): ``gdfq_generator_loss``, ``adadfq_generator_loss``,
   ``adadfq_margin_loss``. Here nothing is detached: the generator learns through both networks.
 
 Every function returns a scalar tensor, except ``akt_student_loss``, which returns
@@ -199,7 +199,7 @@ def _kd_kl_mean(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
 
 def gdfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor,
                       T: float = 20.0, alpha: float = 1.0, ce_weight: float = 1.0) -> torch.Tensor:
-    """GDFQ's student loss: ``T²·alpha·KL_mean + ce_weight·CE(s, y)`` (chapter 3, §1.6).
+    """GDFQ's student loss: ``T²·alpha·KL_mean + ce_weight·CE(s, y)`` (chapter 5, §1.6).
 
     ``KL_mean`` is ``nn.KLDivLoss()``'s default ``'mean'`` reduction, i.e. the KL summed over
     batch and classes divided by ``B·C`` (not ``B``): the reference's quirk, kept.
@@ -358,7 +358,7 @@ def gdfq_generator_loss(t_logits: torch.Tensor, y: torch.Tensor, bns: torch.Tens
 
 def adadfq_margin_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, lambda_l: float = 0.1,
                        lambda_u: float = 0.8) -> torch.Tensor:
-    """AdaDFQ's margin loss on the normalised entropy of ``softmax(t - s)`` (chapter 3, §1.4).
+    """AdaDFQ's margin loss on the normalised entropy of ``softmax(t - s)`` (chapter 4, §1.4).
 
     ``H_i`` = entropy of ``softmax(t_i - s_i)``; ``H'_i = (H_i - min H)/(log C - min H)`` with the
     minimum over the batch; loss ``= mean(relu(lambda_l - H')) + mean(relu(H' - lambda_u))``.
@@ -392,7 +392,7 @@ def adadfq_generator_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, y: tor
                           alpha_ds: float = 0.2, alpha_as: float = 0.1, lambda_l: float = 0.1,
                           lambda_u: float = 0.8, beta: float = 1.0, gamma: float = 1.0,
                           return_parts: bool = False):
-    """AdaDFQ's (and AKT's) generator loss ``L_h + beta·L_onehot + gamma·BNS`` (chapter 3, §1.4).
+    """AdaDFQ's (and AKT's) generator loss ``L_h + beta·L_onehot + gamma·BNS`` (chapter 4, §1.4).
 
     ``L_onehot = alpha_ds·CE(softmax(t - s), y) + alpha_as·CE(softmax(t + s), y)``: the
     cross-entropy of the distributions ``softmax(t ∓ s)`` against the one-hot labels, i.e.

@@ -329,8 +329,11 @@ def format_summary(summary: dict) -> str:
 def default_parallel(device=None) -> int:
     """How many runs to put side by side: 4 on CUDA, 1 elsewhere.
 
-    On CUDA a ResNet-20 run is launch-bound (the GPU idles between small kernels), so a few
-    processes fill each other's gaps; 4 contexts cost a few GB of GPU memory at most. On a CPU
+    On CUDA an eager or compiled ResNet-20 run is launch-bound (the GPU idles between small
+    kernels), so a few processes fill each other's gaps: two gave 1.54× the throughput of one on an
+    H100 (``results/bench/bench-cuda-paper.json``). A CUDA-graph step is not: the AKT step kept the
+    H100 busy 10.8 of its 12.0 ms, so side-by-side graph runs mostly take turns (≤ 1.1× expected;
+    not measured yet). 4 contexts cost a few GB of GPU memory at most. On a CPU
     one run already keeps every core busy with intra-op threads, so a second process only
     competes for the same cores (on the book's 2-core machine it is slower, not faster).
 

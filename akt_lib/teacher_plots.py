@@ -79,7 +79,8 @@ _CARD_COLUMNS = (
     ("teacher", lambda c: f"`{c['name']}`"),
     ("data", lambda c: c["dataset_display"]),
     ("test top-1 (final epoch)", lambda c: f"{c['accuracy']:.2f} %"),
-    ("best (epoch)", lambda c: f"{c['best_acc']:.2f} % ({c['best_epoch']})"),
+    # Teacher histories count epochs from 1 (the zero-shot ones from 0): "epoch 199 of 200" says which.
+    ("best (epoch)", lambda c: f"{c['best_acc']:.2f} % (epoch {c['best_epoch']} of {c['epochs']})"),
     ("epochs", lambda c: c["epochs"]),
     ("batch / peak lr", lambda c: f"{c['recipe']['batch_size']} / {c['recipe']['lr']}"),
     ("train time", lambda c: f"{c['wall_time_s']:.0f} s"),

@@ -49,8 +49,8 @@ from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverge
                       resume_teacher, save_checkpoint, save_record, start_segment)
 from .utils import get_device
 
-__all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES", "STUDENT_LOSSES", "RFD_MODES",
-           "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
+__all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES",
+           "STUDENT_LOSSES", "RFD_MODES", "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
 
 GENERATOR_LOSSES = ("gdfq", "adadfq")
 STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
@@ -152,6 +152,9 @@ class ZSQConfig:
             raise ValueError(f"akt_alpha must be in [0, 1], got {self.akt_alpha}")
         if not 0.0 < self.gi_threshold < 1.0:
             raise ValueError(f"gi_threshold must be in (0, 1), got {self.gi_threshold}")
+        if self.eval_subset is not None and (isinstance(self.eval_subset, bool) or not isinstance(self.eval_subset, int)
+                                             or self.eval_subset <= 0):
+            raise ValueError(f"eval_subset must be a positive int (test images) or None, got {self.eval_subset!r}")
 
     @property
     def quant_config(self) -> QuantConfig:
@@ -185,9 +188,12 @@ def resolve_teacher(config: ZSQConfig) -> tuple[str, nn.Module]:
 
 
 def cuda_auto_mode(config: ZSQConfig) -> str:
-    """What ``fast="auto"`` runs on CUDA for ``config``: CUDA graphs where they were measured and
-    checked against eager (``akt_lib.fast``), i.e. every row but gradient inundation, whose compiled
-    update is not one graph (``fullgraph=False``) and keeps ``"compile"``.
+    """What ``fast="auto"`` runs on CUDA for ``config``: CUDA graphs for every row but gradient
+    inundation, whose compiled update is not one graph (``fullgraph=False``) and keeps ``"compile"``.
+
+    Graphs were timed and checked against eager on the AKT step (``akt_lib.fast``); the GDFQ and
+    AdaDFQ rows run the same ``_Run`` step with other loss terms and are not checked on their own yet
+    (``python -m akt_lib fastcheck <row> --fast cudagraphs`` does it; ``fast="compile"`` avoids graphs).
 
     Examples:
         >>> cuda_auto_mode(ZSQConfig(rfd="released")), cuda_auto_mode(ZSQConfig(inundation=True, weight_decay=0.0))

@@ -12,7 +12,8 @@ figure), returns it, and only draws: the numbers come from the chapter or the li
 * ``plot_rows_by_bits``      – ``plot_seed_curves`` of table rows, one panel per bit-width (chapters 3–5, results page)
 * ``html_table``             – rows of ``results_table`` as an HTML table, for ``IPython.display.HTML``
 
-(The book renders notebook Markdown output as CommonMark, which has no tables; hence HTML.)
+(Markdown tables render too, since ``_config.yml`` sets ``nb_render_markdown_format: gfm``; the HTML
+form escapes every cell, so a record's text cannot break the table.)
 """
 
 from __future__ import annotations

@@ -146,6 +146,55 @@ def test_faqd_placement_and_training_step():
     torch.testing.assert_close(conv(x), F.conv2d(x, quantize_ternary(conv.weight), padding=1))
 
 
+class _SharedOptionsFn(torch.autograd.Function):
+    """The released QuantReLU's mechanism, reduced to it: options kept on the *class*, set by each
+    module's forward and read by every backward (an independent oracle for ``alpha_grad="released"``)."""
+
+    gd_alpha = True
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        return x.clamp_min(0) * alpha
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, (g.sum().reshape(1) if _SharedOptionsFn.gd_alpha else None)
+
+
+class _SharedOptionsReLU(nn.Module):
+    def __init__(self, gd_alpha):
+        super().__init__()
+        self.gd_alpha, self.alpha = gd_alpha, nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        _SharedOptionsFn.gd_alpha = self.gd_alpha  # what QuantReLUFunction(...) does in its __init__
+        return _SharedOptionsFn.apply(x, self.alpha)
+
+
+def test_released_alpha_grad_keeps_every_relu_step_at_its_initial_value():
+    # The reference's mechanism: blocks built with gd_alpha=True, the final ReLU with False and run last.
+    ref = nn.Sequential(_SharedOptionsReLU(True), _SharedOptionsReLU(True), _SharedOptionsReLU(False))
+    ref(torch.randn(4, 3)).sum().backward()
+    assert all(m.alpha.grad is None for m in ref)  # not one step learns
+    # Ours: "released" = every alpha a buffer at its initial value; "paper" = every alpha learns.
+    torch.manual_seed(0)
+    float_net = resnet20()
+    paper = quantize_model_faqd(float_net, FAQDConfig(w_bits=2, a_bits=2))
+    released = quantize_model_faqd(float_net, FAQDConfig(w_bits=2, a_bits=2, alpha_grad="released"))
+    assert paper.state_dict().keys() == released.state_dict().keys()  # checkpoints are interchangeable
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(paper(x), released(x))  # the same forward
+    steps = [m for m in released.modules() if isinstance(m, QuantReLU)]
+    assert len(steps) == 19 and all(not isinstance(m.alpha, nn.Parameter) for m in steps)
+    assert "alpha fixed" in repr(steps[0])
+    opt = torch.optim.SGD(released.parameters(), lr=1.0)
+    released(x).pow(2).mean().backward()
+    opt.step()
+    assert all(float(m.alpha) == pytest.approx(0.6511) for m in steps)  # FAQD's 2-bit initial step
+    paper(x).pow(2).mean().backward()
+    assert all(m.alpha.grad is not None for m in paper.modules() if isinstance(m, QuantReLU))
+
+
 def test_faqd_weight_only_keeps_float_relus():
     q = quantize_model_faqd(resnet20(), FAQDConfig(w_bits=4, a_bits=None))
     assert not any(isinstance(m, QuantReLU) for m in q.modules())
@@ -153,10 +202,15 @@ def test_faqd_weight_only_keeps_float_relus():
 
 
 def test_faqd_bad_input():
-    for kwargs in (dict(w_bits=3), dict(w_bits=True), dict(a_bits=3), dict(a_bits=0), dict(alpha_init=-1.0)):
+    for kwargs in (dict(w_bits=3), dict(w_bits=True), dict(a_bits=3), dict(a_bits=0), dict(alpha_init=-1.0),
+                   dict(alpha_grad="frozen")):
         with pytest.raises((ValueError, TypeError)):
             FAQDConfig(**kwargs)
     assert FAQDConfig(a_bits=3, alpha_init=0.3).name == "w4a3"
+    with pytest.raises(ValueError, match="alpha_grad must be one of \\('paper', 'released'\\)"):
+        FAQDConfig(alpha_grad="frozen")
+    with pytest.raises(TypeError, match="learn_alpha must be a bool"):
+        QuantReLU(2, learn_alpha="no")
     with pytest.raises(TypeError, match="FAQDConfig"):
         quantize_model_faqd(resnet20(), quant.QuantConfig())
     with pytest.raises(ValueError, match="already quantized"):

@@ -16,6 +16,7 @@ import torch
 
 import akt_lib.labelfree as lf
 import akt_lib.labelfree_experiments as lx
+from akt_lib.faqd import FAQD_ALPHA_INIT, QuantReLU
 from akt_lib.models import CIFARResNet, TeacherUnavailableError, resnet20
 from akt_lib.qat import IntervalQuantizer, QATConv2d
 
@@ -290,6 +291,8 @@ def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
     (dict(grad_clip=-1.0), "grad_clip must be a positive number or None"),
     (dict(train_size=0), "train_size must be a positive int"),
     (dict(fa_coef=-0.1), "fa_coef must be a number >= 0"),
+    (dict(quantizer="lsq", faqd_alpha_grad="released"), "applies to quantizer='faqd' only"),
+    (dict(quantizer="faqd", loss="faqd", faqd_alpha_grad="none"), "alpha_grad must be one of"),
 ])
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -411,3 +414,41 @@ def test_results_table_counts_collapsed_seeds(tmp_path):
         (tmp_path / f"{seed}.json").write_text(json.dumps(rec))
     rows = {r["bits"]: r for r in lx.results_table("paper", folder=tmp_path, names=["faqd-fa"])}
     assert rows["W4A4"]["collapsed"] == "2 of 3" and rows["W2A2"]["collapsed"] == "—"
+
+
+def test_results_table_gives_the_delta_to_the_baseline_at_the_best_and_the_final_epoch(tmp_path):
+    # Hand-made records: faqd-fa peaked higher than its baseline faqd-logit but ended lower.
+    for name, seed, best, final in (("faqd-logit", 0, 80.0, 79.0), ("faqd-logit", 1, 82.0, 81.0),
+                                    ("faqd-fa", 0, 84.0, 70.0)):
+        rec = {"kind": "labelfree", "name": name, "experiment": name, "bits": "w4a4", "seed": seed,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": [],
+               "best_acc": best, "final_acc": final, "teacher_acc": 88.0, "teacher": "t"}
+        (tmp_path / f"{name}-{seed}.json").write_text(json.dumps(rec))
+    rows = {r["experiment"]: r for r in lx.results_table("paper", folder=tmp_path, names=["faqd-logit", "faqd-fa"])
+            if r["bits"] == "W4A4"}
+    fa = rows["faqd-fa"]
+    assert (fa["Δ vs baseline (best)"], fa["Δ vs baseline (final)"]) == ("+3.00 vs faqd-logit", "-10.00 vs faqd-logit")
+    assert (fa["drop (best)"], fa["drop (final)"]) == ("4.00", "18.00")
+    assert rows["faqd-logit"]["Δ vs baseline (best)"] == rows["faqd-logit"]["Δ vs baseline (final)"] == "—"
+
+
+def test_faqd_with_the_released_fixed_relu_steps(teacher, tmp_path):
+    # The released scripts' ReLU steps never get a gradient (faqd.ALPHA_GRADS): here they stay at
+    # FAQD's initial value through training, have no optimizer group, and the rows leave the run out.
+    config = _row_config("faqd-fa", faqd_alpha_grad="released", epochs=2)
+    run = lf._Run(config, teacher, teacher, torch.device("cpu"))
+    assert len(run.opt.param_groups) == 1  # no alpha group
+    student, record = lf.train_labelfree(config, name="faqd-fa-w4a4", out_dir=tmp_path, teacher=teacher,
+                                         student=teacher, progress=False, device="cpu")
+    steps = [m.alpha for m in student.modules() if isinstance(m, QuantReLU)]
+    assert steps and all(float(a) == pytest.approx(FAQD_ALPHA_INIT[4]) for a in steps)
+    assert record["status"] == "complete" and record["method"].endswith("[ReLU steps fixed, as released]")
+    learned, _ = lf.train_labelfree(_row_config("faqd-fa", epochs=2), teacher=teacher, student=teacher,
+                                    progress=False, device="cpu")
+    assert any(float(m.alpha.detach()) != pytest.approx(FAQD_ALPHA_INIT[4]) for m in learned.modules()
+               if isinstance(m, QuantReLU))  # the paper's steps do move
+    rec = json.loads(next(tmp_path.glob("*.json")).read_text())
+    rec.update(experiment="faqd-fa", bits="w4a4", profile="smoke")
+    (tmp_path / "x.json").write_text(json.dumps(rec))
+    row = next(r for r in lx.results_table("smoke", folder=tmp_path, names=["faqd-fa"]) if r["bits"] == "W4A4")
+    assert row["best"] == "not run"  # a labelled variant, not the paper's row

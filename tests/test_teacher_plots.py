@@ -50,7 +50,7 @@ def test_model_card_table_formats_card_and_missing_rows():
     n_cols = lines[0].count("|") - 1
     assert all(line.count("|") - 1 == n_cols for line in lines)  # every row has every column
     row = lines[2]
-    assert "91.23 %" in row and "91.50 % (58)" in row and "512 / 0.4" in row and "102 s" in row
+    assert "91.23 %" in row and "91.50 % (epoch 58 of 60)" in row and "512 / 0.4" in row and "102 s" in row
     assert "`0123456789ab`" in row and "`abababababab…`" in row
     assert "not shipped yet" in lines[3] and "--arch resnet110" in lines[3]
 

@@ -12,10 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from akt_lib import zsq as zsq_module
 from akt_lib.experiments import EXPERIMENTS, experiment_config, format_table, main, results_table
 from akt_lib.losses import adadfq_margin_loss
 from akt_lib.models import resnet20
 from akt_lib.quant import freeze_act_ranges
+from akt_lib.records import module_fingerprint
 from akt_lib.zsq import ZSQConfig, smoke_config, train_zsq
 
 
@@ -118,6 +120,8 @@ def test_teacher_class_count_must_match(teacher):
     (dict(rfd="on"), "rfd"), (dict(w_bits=9), "w_bits"), (dict(a_bits=1), "a_bits"),
     (dict(dataset="imagenet"), "unknown dataset"), (dict(warmup_epochs=5, epochs=5), "warmup_epochs"),
     (dict(batch_size=0), "batch_size"), (dict(akt_alpha=1.5), "akt_alpha"), (dict(gi_threshold=0.0), "gi_threshold"),
+    (dict(eval_subset=0), "eval_subset"), (dict(eval_subset=True), "eval_subset"),
+    (dict(eval_subset=64.0), "eval_subset"),
 ])
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -139,10 +143,16 @@ def test_experiment_profiles_keep_the_reference_calibration():
 @pytest.mark.parametrize("args, match", [
     (("nope", "w4a4"), "available: zeroq"), (("gdfq+ait", "w3a3"), "defined at w4a4, w5a5"),
     (("gdfq", "w4a4", "long"), "unknown profile"), (("gdfq", "w4a4", "paper", "mnist"), "unknown dataset"),
+    (("zeroq", "w4a4"), "zeroq is post-training quantization"),  # not a GDFQ config under ZeroQ's name
 ])
 def test_experiment_names_are_checked(args, match):
     with pytest.raises(ValueError, match=match):
         experiment_config(*args)
+
+
+def test_results_table_refuses_an_unknown_experiment():
+    with pytest.raises(ValueError, match="unknown experiment\\(s\\) gdfq-typo; available: zeroq, gdfq"):
+        results_table("paper", names=["gdfq", "gdfq-typo"])
 
 
 def test_results_table_says_not_run_without_records(tmp_path):
@@ -199,7 +209,7 @@ def test_cli_refuses_epochs_to_keep_that_the_schedule_does_not_have(argv, match,
     assert re.search(match, capsys.readouterr().err)
 
 
-def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path):
+def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path, monkeypatch):
     from akt_lib.experiments import run_zeroq
 
     record = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=teacher, device="cpu")
@@ -209,6 +219,25 @@ def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path):
     before = path.read_bytes()
     again = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=teacher, device="cpu")
     assert path.read_bytes() == before and again["created"] == record["created"]  # kept, not redone
+    assert record["teacher_sha256"] == module_fingerprint(teacher)
+    # Another teacher (here: the same network with one weight changed) redoes the row.
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1.0
+    redone = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=other, device="cpu")
+    assert redone["teacher_sha256"] == module_fingerprint(other) != record["teacher_sha256"]
+    assert json.loads(path.read_text())["teacher_sha256"] == redone["teacher_sha256"]
+    # A record older than fingerprints is kept only for the same named teacher, never for a given module.
+    old = json.loads(path.read_text())
+    del old["teacher_sha256"]
+    old["best_acc"] = old["final_acc"] = -1.0  # a marker: a kept record would return it
+    path.write_text(json.dumps(old))
+    fresh = run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, teacher=other, device="cpu")
+    assert fresh["best_acc"] >= 0 and json.loads(path.read_text())["teacher_sha256"] == redone["teacher_sha256"]
+    old.update(teacher="resnet20_cifar10-jpeg")  # a named teacher: the same name keeps it
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(zsq_module, "resolve_teacher", lambda config: ("resnet20_cifar10-jpeg", other))
+    assert run_zeroq("w4a4", profile="smoke", seed=0, out_dir=tmp_path, device="cpu")["best_acc"] == -1.0
     with pytest.raises(ValueError, match="defined at w4a4, w5a5"):
         run_zeroq("w3a3", profile="smoke", teacher=teacher)
 
@@ -355,24 +384,31 @@ def test_resuming_mid_epoch_restores_the_inundation_schedule(teacher, tmp_path, 
 
 
 def test_results_table_gives_deltas_to_baseline_and_control_and_the_step_mode(tmp_path):
-    # Hand-made records with known accuracies: the deltas are differences of seed means.
-    def write(name, seed, best, fast="compile"):
+    # Hand-made records with known accuracies: the deltas are differences of seed means, at the
+    # best and at the final epoch; AKT's seed 1 peaked at 85.5 and collapsed to 10.
+    def write(name, seed, best, final, fast="compile"):
         rec = {"kind": "zsq", "name": f"{name}-w3a3", "experiment": name, "bits": "w3a3", "seed": seed,
                "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": [],
-               "best_acc": best, "final_acc": best - 1.0, "teacher_acc": 88.0, "fast": fast}
+               "best_acc": best, "final_acc": final, "teacher_acc": 88.0, "fast": fast}
         (tmp_path / f"{name}-{seed}.json").write_text(json.dumps(rec))
 
-    write("adadfq", 0, 80.0, fast="off")
-    write("adadfq-bs200-rfd0", 0, 82.0)
-    write("adadfq-bs200-rfd0", 1, 84.0)
-    write("adadfq+akt", 0, 84.5)
-    write("adadfq+akt", 1, 85.5, fast="off+compile")  # a run resumed under another mode says so
+    write("adadfq", 0, 80.0, 79.0, fast="off")
+    write("adadfq-bs200-rfd0", 0, 82.0, 81.0)
+    write("adadfq-bs200-rfd0", 1, 84.0, 83.0)
+    write("adadfq+akt", 0, 84.5, 83.5)
+    write("adadfq+akt", 1, 85.5, 10.0, fast="off+compile")  # a run resumed under another mode says so
     rows = {r["experiment"]: r for r in results_table("paper", folder=tmp_path, names=list(EXPERIMENTS))
             if r["bits"] == "W3A3"}
     akt = rows["adadfq+akt"]
-    assert (akt["best"], akt["Δ vs baseline"], akt["Δ vs control"]) == ("85.00 ± 0.71", "+5.00", "+2.00")
+    assert (akt["best"], akt["Δ vs baseline (best)"], akt["Δ vs control (best)"]) == ("85.00 ± 0.71", "+5.00", "+2.00")
+    # finals: AKT (83.5 + 10) / 2 = 46.75, AdaDFQ 79, control (81 + 83) / 2 = 82
+    assert (akt["final"], akt["Δ vs baseline (final)"], akt["Δ vs control (final)"]) == (
+        "46.75 ± 51.97", "-32.25", "-35.25")
+    assert (akt["drop (best)"], akt["drop (final)"]) == ("3.00 ± 0.71", "41.25 ± 51.97")  # 88 - each seed
+    assert akt["collapsed"] == "1 of 2"
     assert akt["steps"] == "compile / off+compile" and rows["adadfq"]["steps"] == "off"
-    assert rows["adadfq-bs200-rfd0"]["Δ vs control"] == "—"  # the control has none of its own
+    assert rows["adadfq-bs200-rfd0"]["Δ vs control (best)"] == rows["adadfq-bs200-rfd0"]["Δ vs control (final)"] == "—"
+    assert rows["gdfq"]["Δ vs baseline (final)"] == "—"  # nothing to compare
     assert rows["gdfq"]["steps"] == "—"  # not run
 
 
