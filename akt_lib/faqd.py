@@ -33,7 +33,8 @@ from .quant import check_bits
 
 __all__ = ["FAQD_ALPHA_INIT", "FAQD_STAGES", "quantize_fbit", "quantize_ternary", "quantize_binary",
            "WEIGHT_QUANTIZERS", "ALPHA_GRADS", "FAQDConv2d", "QuantReLU", "FAQDConfig", "quantize_model_faqd",
-           "FeatureAdapter", "fa_loss", "ffa_loss", "ffa_expected", "logit_mse_loss", "ffa_convergence", "time_fa_losses"]
+           "FeatureAdapter", "fa_loss", "ffa_loss", "ffa_expected", "logit_mse_loss", "ffa_convergence",
+           "time_fa_losses"]
 
 #: The reference's initial ReLU step ``alpha`` per activation bit-width.
 FAQD_ALPHA_INIT = {1: 1.2221, 2: 0.6511, 4: 0.1946}

@@ -142,8 +142,9 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     Ours: mean ± std over seeds of best and final top-1 and of the mean over the last 5 epochs
     (SQAKD's log reports it), the teacher's accuracy, the drop from it and the delta to the row's
     baseline (each at the best and at the final epoch), and how many seeds collapsed
-    (``experiments.collapsed``: ended within one point of chance, or had a non-finite epoch); rows without a record say ``"not run"``. Paper: its
-    number where ``PAPER`` has one, else ``"not obtained"`` (never a number we did not read).
+    (``experiments.collapsed``: ended within one point of chance, or had a non-finite epoch); rows
+    without a record say ``"not run"``. Paper: its number where ``PAPER`` has one, else
+    ``"not obtained"`` (never a number we did not read).
     Records of the bf16 speed variant (``amp=True``) and of FAQD with the released code's fixed
     ReLU steps (``faqd_alpha_grad="released"``) are left out: the rows are the papers' float32
     recipes.

@@ -54,14 +54,15 @@ class TeacherConfig:
 
     Measured on an H100 (chapter 2, ``results/teachers``): 115 s of training to 87.87 % on CIFAR-10
     (JPEG q75); the ≥ 91 % in ≤ 2 H100-minutes these defaults aimed at was not reached. Why these
-    values: batch 512 with peak lr 0.4 is He et al.'s 0.1 at batch 128 scaled linearly; a linear one-cycle (warm-up then decay to ~0) lets that lr be reached safely
-    and converges in few epochs (Smith & Topin's super-convergence); wd 5e-4 rather than 1e-4
-    because short schedules regularise less; Nesterov momentum is a free gain. 60 epochs is twice
-    the measured 30-epoch starting point (86.6 % in 41 s) and still fits 2 minutes once data,
-    augmentation and bf16 stay on the GPU. No label smoothing by default, although it usually buys a
-    few tenths of a point: this model is a *teacher*, and Müller, Kornblith & Hinton (NeurIPS 2019)
-    showed that label smoothing erases the class-similarity information in the logits that
-    distillation transfers, giving worse students; the papers' teachers were trained without it.
+    values: batch 512 with peak lr 0.4 is He et al.'s 0.1 at batch 128 scaled linearly; a linear
+    one-cycle (warm-up then decay to ~0) lets that lr be reached safely and converges in few epochs
+    (Smith & Topin's super-convergence); wd 5e-4 rather than 1e-4 because short schedules regularise
+    less; Nesterov momentum is a free gain. 60 epochs is twice the measured 30-epoch starting point
+    (86.6 % in 41 s) and still fits 2 minutes once data, augmentation and bf16 stay on the GPU. No
+    label smoothing by default, although it usually buys a few tenths of a point: this model is a
+    *teacher*, and Müller, Kornblith & Hinton (NeurIPS 2019) showed that label smoothing erases the
+    class-similarity information in the logits that distillation transfers, giving worse students;
+    the papers' teachers were trained without it.
     """
 
     arch: str = "resnet20"
