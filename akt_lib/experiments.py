@@ -28,6 +28,7 @@ from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
 from .records import first_nonfinite_epoch, load_records, results_dir
 from .runner import CommandBudget
+from .utils import seconds_arg, seed_arg
 from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
@@ -442,9 +443,9 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     r.add_argument("--bits", nargs="+", default=None, help=f"e.g. {bits_example} (default: every row of the name)")
     r.add_argument("--profile", default="short", choices=profiles)
     r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--seeds", nargs="+", type=seed_arg, default=[0], help="one run per seed (default: 0)")
     r.add_argument("--out", default=None, help=f"record folder (default: results/{family}/<profile>)")
-    r.add_argument("--time-budget", type=float, default=None,
+    r.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds for the whole command: runs stop cleanly with a checkpoint (exit code 3), "
                         "rerun the same line to resume")
     r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
@@ -482,8 +483,6 @@ def check_run_args(parser, args, experiments, family: str) -> Path:
         bad = [b for b in args.bits or [] if b not in experiments[name].bits]
         if bad:
             parser.error(f"{name} is defined at {', '.join(experiments[name].bits)}, not {', '.join(bad)}")
-    if args.time_budget is not None and not args.time_budget >= 0:
-        parser.error(f"--time-budget must be seconds >= 0, got {args.time_budget}")
     return Path(args.out) if args.out else results_dir() / family / args.profile
 
 

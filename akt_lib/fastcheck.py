@@ -32,7 +32,7 @@ from .experiments import EXPERIMENTS, PROFILES, run_records
 from .fast import FAST_MODES, resolve_fast
 from .records import finish_record, new_record, results_dir, save_record
 from .runner import STOPPED, Job, expand_jobs, run_jobs
-from .utils import get_device
+from .utils import get_device, seconds_arg, seed_arg
 
 __all__ = ["check_jobs", "compare", "markdown", "main"]
 
@@ -114,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bits", required=True)
     p.add_argument("--profile", default="short", choices=list(PROFILES))
     p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--fast", default="compile", choices=[m for m in FAST_MODES if m not in ("off", "auto")])
     p.add_argument("--device", default=None)
     p.add_argument("--jobs", type=int, default=3, help="runs side by side (default 3: all at once)")
     p.add_argument("--out", default=None,
                    help="folder (default: results/fastcheck/<name>-<bits>-<dataset>-<profile>-seed<S>)")
-    p.add_argument("--time-budget", type=float, default=None,
+    p.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
     if args.bits not in exp.bits:
         p.error(f"{args.name} is defined at {', '.join(exp.bits)}, not {args.bits}")
-    if args.jobs < 1 or args.seed < 0:
-        p.error("--jobs must be >= 1 and --seed >= 0")
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     device = get_device(args.device)
     try:
         resolve_fast(args.fast, device)

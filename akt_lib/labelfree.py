@@ -63,7 +63,7 @@ from .quant import quantize_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
                       resume_teacher, save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
-from .utils import get_device, seed_everything
+from .utils import check_count, check_seconds, get_device, seed_everything
 
 __all__ = ["LabelFreeConfig", "RECIPES", "PROFILES", "SMOKE", "QUANTIZERS", "LOSSES", "LOSS_KEYS", "load_train_images",
            "load_train_labelled", "teacher_candidates", "resolve_teacher", "resolve_student_init", "train_labelfree"]
@@ -511,6 +511,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
 
     if not isinstance(config, LabelFreeConfig):
         raise TypeError(f"config must be a LabelFreeConfig, got {type(config).__name__}")
+    time_budget_s = check_seconds(time_budget_s)
+    stop_after_iters = check_count(stop_after_iters, "stop_after_iters")
     device = get_device(device) if not isinstance(device, torch.device) else device
     record_path, ckpt_path = _paths(Path(out_dir), config, name) if out_dir is not None else (None, None)
     state = None

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .utils import check_seconds
+
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
            "default_parallel", "run_cli_parallel", "STOPPED", "CommandBudget"]
 
@@ -54,9 +56,10 @@ class CommandBudget:
     """
 
     def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
-        for name, v in (("time budget", budget_s), ("min_start_s", min_start_s)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
-                raise ValueError(f"{name} must be a number of seconds >= 0 (or None for no budget), got {v!r}")
+        budget_s = check_seconds(budget_s, "the time budget")
+        if min_start_s is None:
+            raise ValueError("min_start_s must be a number of seconds >= 0, got None")
+        min_start_s = check_seconds(min_start_s, "min_start_s")
         self._clock = time.monotonic
         self.deadline = None if budget_s is None else self._clock() + budget_s
         self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0

@@ -42,7 +42,7 @@ from .fast import (FAST_MODES, compile_step, fused_kwargs, mark_step_begin, reco
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, new_record, results_dir, save_checkpoint,
                       save_record, start_segment)
-from .utils import get_device, seed_everything
+from .utils import check_count, check_seconds, get_device, seconds_arg, seed_arg, seed_everything
 
 __all__ = ["TeacherConfig", "PROFILES", "train_teacher", "load_trained_teacher", "load_shipped_teacher",
            "check_teacher_classes", "run_name", "one_cycle", "command_for", "main"]
@@ -256,9 +256,8 @@ def train_teacher(config: TeacherConfig, out_dir: str | Path | None = None, resu
         ``(model, record)``: the model on ``device`` in ``eval()`` mode and the run record (its
         ``"status"`` is ``"running"`` if the call stopped early, ``"complete"`` otherwise).
     """
-    if time_budget_s is not None and (isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float))
-                                      or not time_budget_s >= 0):
-        raise ValueError(f"time_budget_s must be seconds >= 0 or None, got {time_budget_s!r}")
+    time_budget_s = check_seconds(time_budget_s)
+    stop_after = check_count(stop_after, "stop_after")
     device = get_device(device)
     info = check_dataset(config.dataset)
     out = Path(out_dir) if out_dir is not None else _default_out(config.profile)
@@ -453,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_arg)
     p.add_argument("--train-size", type=int, help="train on a fixed random subset of this many images")
     p.add_argument("--test-size", type=int, help="evaluate on a fixed random subset of this many images")
     p.add_argument("--out", help="output folder (default results/teachers; runs/teachers for smoke)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--time-budget", type=float, default=None,
+    p.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds: stop after the epoch that exceeds it, with a checkpoint (exit code 3); "
                         "rerun the same line to resume")
     p.add_argument("--fast", default="auto", choices=FAST_MODES,
@@ -466,8 +465,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: CUDA when available)")
     args = p.parse_args(argv)
-    if args.time_budget is not None and not args.time_budget >= 0:
-        p.error(f"--time-budget must be seconds >= 0, got {args.time_budget}")
     device = get_device(args.device)
     profile = args.profile or ("fast" if device.type == "cuda" else "smoke")
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),

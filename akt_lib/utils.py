@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
+import math
 import os
 import random
 import subprocess
@@ -11,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup"]
+__all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup", "check_seconds",
+           "check_count", "seconds_arg", "seed_arg"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -27,6 +30,74 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+def check_seconds(value, name: str = "time_budget_s") -> float | None:
+    """``value`` as a time limit in seconds: ``None`` (no limit) or a number >= 0; anything else is refused.
+
+    The one check behind every ``time_budget_s=`` of the library and ``--time-budget`` of its commands
+    (``seconds_arg``), so that they all accept and refuse the same values.
+
+    Examples:
+        >>> check_seconds(None), check_seconds(90)
+        (None, 90.0)
+        >>> check_seconds(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: time_budget_s must be a number of seconds >= 0 (or None for no limit), got -1
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0 (or None for no limit), got {value!r}")
+    return float(value)
+
+
+def check_count(value, name: str, minimum: int = 0) -> int | None:
+    """``value`` as an int >= ``minimum``, or ``None``; a bool, float or smaller int is refused.
+
+    Examples:
+        >>> check_count(3, "stop_after_iters"), check_count(None, "stop_after_iters")
+        (3, None)
+        >>> check_count(True, "stop_after_iters")
+        Traceback (most recent call last):
+        ...
+        ValueError: stop_after_iters must be an int >= 0 (or None), got True
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum} (or None), got {value!r}")
+    return value
+
+
+def seconds_arg(text: str) -> float:
+    """``argparse`` type of ``--time-budget``: seconds >= 0 (``check_seconds``), refused at parse time.
+
+    Examples:
+        >>> seconds_arg("540")
+        540.0
+    """
+    try:
+        return check_seconds(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}") from None
+
+
+def seed_arg(text: str) -> int:
+    """``argparse`` type of ``--seed``/``--seeds``: an int >= 0, the seeds ``seed_everything`` accepts.
+
+    Examples:
+        >>> seed_arg("2")
+        2
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
+    return value
 
 
 def get_device(prefer: str | None = None) -> torch.device:

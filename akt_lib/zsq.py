@@ -24,6 +24,7 @@ Runs checkpoint atomically every ``checkpoint_every`` iterations and at every ep
 from __future__ import annotations
 
 import copy
+import math
 import re
 import time
 import warnings
@@ -47,7 +48,7 @@ from .inundation import GradientInundationSGD, inundation_param_groups, scale_ca
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
                       resume_teacher, save_checkpoint, save_record, start_segment)
-from .utils import get_device
+from .utils import check_count, check_seconds, get_device
 
 __all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES",
            "STUDENT_LOSSES", "RFD_MODES", "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
@@ -142,8 +143,22 @@ class ZSQConfig:
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         for name in ("epochs", "iters_per_epoch", "batch_size", "latent_dim", "eval_batch_size", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+            check_count(getattr(self, name), name, minimum=1)
+        check_count(self.seed, "seed")
+        check_count(self.warmup_epochs, "warmup_epochs")
+        for name in ("lr_s", "lr_g", "temperature", "rfd_tau", "lr_gamma", "gdfq_bns_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name, high in (("momentum", 1.0), ("weight_decay", math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+                raise ValueError(f"{name} must be a number in [0, {high}), got {value!r}")
+        if not isinstance(self.inundation, bool):
+            raise ValueError(f"inundation must be True or False, got {self.inundation!r}")
+        if (not all(isinstance(m, int) and not isinstance(m, bool) for m in self.lr_milestones)
+                or list(self.lr_milestones) != sorted(set(self.lr_milestones))):
+            raise ValueError(f"lr_milestones must be increasing epochs (ints), got {self.lr_milestones!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} (epochs={self.epochs})")
         if self.batch_size < 2:
@@ -494,6 +509,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
 
     if not isinstance(config, ZSQConfig):
         raise TypeError(f"config must be a ZSQConfig, got {type(config).__name__}")
+    time_budget_s = check_seconds(time_budget_s)
+    stop_after_iters = check_count(stop_after_iters, "stop_after_iters")
     keep_epochs = set(keep_epochs)
     if not all(isinstance(e, int) and 0 <= e < config.epochs for e in keep_epochs):
         raise ValueError(f"keep_epochs must be epochs in [0, {config.epochs}), got {sorted(keep_epochs, key=str)}")

@@ -253,7 +253,7 @@ def test_bad_configs(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--epochs", "0", "--device", "cpu", "--out", str(tmp_path)])
     for bad in (-5.0, float("nan"), True, "60"):
-        with pytest.raises(ValueError, match="time_budget_s must be seconds >= 0"):
+        with pytest.raises(ValueError, match="time_budget_s must be a number of seconds >= 0"):
             train_teacher(TeacherConfig.from_profile("smoke", train_size=32, test_size=32, batch_size=16), tmp_path,
                           device="cpu", time_budget_s=bad)
     assert not list(tmp_path.iterdir()), "a refused budget must not leave files behind"
@@ -264,5 +264,5 @@ def test_cli_refuses_a_negative_or_nan_time_budget(tmp_path, capsys, budget):
     with pytest.raises(SystemExit) as e:
         main(["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path), "--time-budget", budget])
     assert e.value.code == 2
-    assert "--time-budget must be seconds >= 0" in capsys.readouterr().err
+    assert "--time-budget: must be a number of seconds >= 0" in capsys.readouterr().err
     assert not tmp_path.exists() or not list(tmp_path.iterdir())

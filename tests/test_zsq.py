@@ -121,7 +121,13 @@ def test_teacher_class_count_must_match(teacher):
     (dict(dataset="imagenet"), "unknown dataset"), (dict(warmup_epochs=5, epochs=5), "warmup_epochs"),
     (dict(batch_size=0), "batch_size"), (dict(akt_alpha=1.5), "akt_alpha"), (dict(gi_threshold=0.0), "gi_threshold"),
     (dict(eval_subset=0), "eval_subset"), (dict(eval_subset=True), "eval_subset"),
-    (dict(eval_subset=64.0), "eval_subset"),
+    (dict(eval_subset=64.0), "eval_subset"), (dict(epochs=True), "epochs must be an int >= 1"),
+    (dict(batch_size=200.0), "batch_size must be an int >= 1"), (dict(seed=-1), "seed must be an int >= 0"),
+    (dict(warmup_epochs=1.5), "warmup_epochs must be an int"), (dict(lr_s=0.0), "lr_s must be a finite number > 0"),
+    (dict(lr_g=float("nan")), "lr_g"), (dict(temperature=float("inf")), "temperature"),
+    (dict(momentum=-0.1), r"momentum must be a number in \[0, 1.0\)"),
+    (dict(momentum=1.0), "momentum"), (dict(weight_decay=float("inf")), "weight_decay"), (dict(inundation=1), "inundation must be True"),
+    (dict(lr_milestones=(200, 100)), "lr_milestones must be increasing"), (dict(lr_milestones=(1.5,)), "lr_milestones"),
 ])
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
