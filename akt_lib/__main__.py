@@ -26,11 +26,19 @@ COMMANDS = {
 }
 
 
+def _plain(text: str) -> str:
+    """The module docstring for a terminal: reST literals (double backquotes) as plain text."""
+    return text.replace("``", "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
+    if argv and argv[0] in ("-h", "--help"):
+        print(_plain(__doc__.strip()))
         return 0
+    if not argv:
+        print(_plain(__doc__.strip()), file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     if os.environ.get("AKT_TORCH_THREADS"):  # set by akt_lib.runner for side-by-side CPU runs
         import torch
@@ -39,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}; available: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return importlib.import_module(COMMANDS[command]).main(rest) or 0
+    from .models import TeacherUnavailableError
+
+    try:
+        return importlib.import_module(COMMANDS[command]).main(rest) or 0
+    except (FileNotFoundError, TeacherUnavailableError) as e:
+        # What this machine lacks (a dataset, a teacher's weights), not a bug: its message says what to do.
+        if os.environ.get("AKT_DEBUG"):
+            raise
+        print(f"python -m akt_lib {command}: error: {e}\n(AKT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ from typing import Callable, Sequence
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .cli import HelpFormatter, check_device, check_out, positive_int_arg
 from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, resolve_fast
 from .models import build_model
-from .utils import get_device
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
            "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table",
@@ -403,24 +403,32 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib bench [--profile paper|smoke] [--cases ...] [--fast MODE ...] ...``."""
     from .records import new_record, results_dir, save_record
 
-    p = argparse.ArgumentParser(prog="python -m akt_lib bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="paper", choices=list(PROFILES))
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p = argparse.ArgumentParser(prog="python -m akt_lib bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--profile", default="paper", choices=list(PROFILES),
+                   help="paper: 250 timed steps per case and mode at the papers' batch sizes, then concurrency "
+                        "1 2 4 (minutes on a GPU, hours on a CPU); smoke: 3 steps at batch 8, a code check")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), help="the training steps to time")
     p.add_argument("--fast", nargs="+", default=["auto"], choices=FAST_MODES,
                    help="the fast mode(s) timed against eager, each in the same process (e.g. compile cudagraphs)")
     p.add_argument("--layouts", nargs="+", default=["nchw"], choices=list(LAYOUTS),
                    help="memory layouts to time every mode in (channels_last: the networks converted; eager "
                         "NCHW stays the reference)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per case and mode")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (compilation happens here)")
-    p.add_argument("--batch-size", type=int, default=None, help="one batch for every case (default: the papers')")
-    p.add_argument("--concurrency", nargs="*", type=int, default=None,
+    p.add_argument("--steps", type=positive_int_arg, default=None,
+                   help="timed steps per case and mode (default: the profile's, paper 250, smoke 3)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps first, where compiling happens (default: the profile's, paper 10, smoke 2)")
+    p.add_argument("--batch-size", type=positive_int_arg, default=None,
+                   help="one batch for every case (default: the papers', or 8 in the smoke profile)")
+    p.add_argument("--concurrency", nargs="*", type=positive_int_arg, default=None,
                    help="process counts (default: the profile's, 1 2 4 for paper); the flag with no counts "
                         "skips the concurrency measurement")
-    p.add_argument("--concurrency-case", default="akt", choices=list(CASES))
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="record folder (default: results/bench)")
+    p.add_argument("--concurrency-case", default="akt", choices=list(CASES), help="the step run side by side")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")
+    p.add_argument("--out", default=None, help="record folder (default: results/bench, which the book reads)")
     p.add_argument("--name", default=None, help="record name (default: bench-<device>-<profile>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished record of the same name (refused otherwise: the book reads them)")
     p.add_argument("--trace", type=int, default=0, metavar="STEPS",
                    help="also profile this many steps of every mode (torch.profiler; top kernels into the record)")
     p.add_argument("--eager-once", action="store_true",
@@ -432,9 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     prof = PROFILES[args.profile]
     args.steps = prof["steps"] if args.steps is None else args.steps
     args.warmup = prof["warmup"] if args.warmup is None else args.warmup
-    if args.steps < 1 or args.warmup < 0 or args.trace < 0:
-        p.error("--steps must be >= 1, --warmup and --trace >= 0")
-    device = get_device(args.device)
+    for option, value in (("--warmup", args.warmup), ("--trace", args.trace)):
+        if value < 0:
+            p.error(f"argument {option}: must be an int >= 0, got {value}")
+    device = check_device(p, args.device)
     try:
         fast_modes = list(dict.fromkeys(resolve_fast(m, device) for m in args.fast))
     except ValueError as e:
@@ -461,7 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     if "/" in name or name.startswith("."):
         p.error(f"--name must be a plain file stem, got {name!r}")
     record = new_record("bench", name, "cifar10-jpeg", config, 0, args.profile, device)
-    path = (Path(args.out) if args.out else results_dir() / "bench") / f"{name}.json"
+    path = check_out(p, Path(args.out) if args.out else results_dir() / "bench") / f"{name}.json"
+    if path.is_file() and not args.overwrite:
+        try:
+            finished = json.loads(path.read_text()).get("status") == "complete"
+        except (OSError, ValueError):
+            finished = False
+        if finished:
+            p.error(f"{path} holds a finished benchmark record; pass --overwrite to replace it, or choose "
+                    "another --name or --out")
     t0 = time.perf_counter()
     record["cases"] = []
     for case in args.cases:

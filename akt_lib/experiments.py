@@ -27,8 +27,8 @@ from pathlib import Path
 from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
 from .records import first_nonfinite_epoch, load_records, results_dir
+from .cli import HelpFormatter, check_device, check_out, positive_int_arg, run_summary, seconds_arg, seed_arg
 from .runner import CommandBudget
-from .utils import seconds_arg, seed_arg
 from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
@@ -438,40 +438,61 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
         profiles: the admissible ``--profile`` values.
         family: ``"zsq"`` or ``"labelfree"``: the default record folder ``results/<family>/<profile>``.
     """
-    r = sub.add_parser("run", help="run experiments (rows × bits × seeds)")
+    r = sub.add_parser("run", help="run experiments (rows × bits × seeds)", formatter_class=HelpFormatter,
+                       description="Run every (row, bit-width, seed) asked for; each writes a JSON record to --out.")
     r.add_argument("names", nargs="+", help=f"experiment names: {', '.join(experiments)}")
-    r.add_argument("--bits", nargs="+", default=None, help=f"e.g. {bits_example} (default: every row of the name)")
-    r.add_argument("--profile", default="short", choices=profiles)
-    r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    r.add_argument("--seeds", nargs="+", type=seed_arg, default=[0], help="one run per seed (default: 0)")
+    r.add_argument("--bits", nargs="+", default=None,
+                   help=f"bit-widths, lower case, e.g. {bits_example} (default: every bit-width of each row)")
+    r.add_argument("--profile", default="short", choices=profiles,
+                   help="smoke: a CPU-seconds code check; short: a tenth of the papers' schedule; paper: the papers' "
+                        "schedule")
+    r.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS),
+                   help="cifar10-jpeg ships offline; cifar10 and cifar100 are downloaded by torchvision")
+    r.add_argument("--seeds", nargs="+", type=seed_arg, default=[0], help="one run per seed, each seed once")
     r.add_argument("--out", default=None, help=f"record folder (default: results/{family}/<profile>)")
     r.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds for the whole command: runs stop cleanly with a checkpoint (exit code 3), "
-                        "rerun the same line to resume")
-    r.add_argument("--device", default=None, help="cuda, cpu ... (default: CUDA when available)")
+                        "rerun the same line to resume. Checked between training steps: compiling a step "
+                        "(--fast compile; minutes on a CPU) happens before the first")
+    r.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
-                   help="compiled training steps (akt_lib.fast; default: on CUDA only)")
-    r.add_argument("--jobs", type=int, default=1,
-                   help="runs side by side, one process each (default 1: one after another; on a GPU 4 helps eager and "
+                   help="training-step mode (akt_lib.fast): auto = the mode measured and checked for the row on "
+                        "CUDA, eager on a CPU; off = eager, the chapters' reference")
+    r.add_argument("--jobs", type=positive_int_arg, default=1,
+                   help="runs side by side, one process each (1: one after another; on a GPU 4 helps eager and "
                         "compiled steps, while CUDA-graph steps keep the GPU busy and gain little)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     return r
 
 
 def add_table_parser(sub, profiles, family: str):
     """The ``table`` subcommand shared by ``python -m akt_lib zsq`` and ``labelfree``."""
-    t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder")
-    t.add_argument("--profile", default="short", choices=profiles)
-    t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    t.add_argument("--folder", default=None, help=f"default: results/{family}/<profile>")
+    t = sub.add_parser("table", help="print ours vs the papers' for the records in a folder",
+                       formatter_class=HelpFormatter)
+    t.add_argument("--profile", default="short", choices=profiles, help="whose records (the book's are paper)")
+    t.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS), help="whose records")
+    t.add_argument("--folder", default=None, help=f"searched recursively (default: results/{family})")
     return t
 
 
+def warn_if_no_records(folder: Path, kind: str, profile: str, dataset: str) -> None:
+    """Say on stderr why a table is all "not run" when ``folder`` holds no record of ``profile`` and
+    ``dataset``: the folder is missing, or which profiles and datasets it does hold."""
+    if not folder.is_dir():
+        print(f"note: {folder} does not exist; no records to show", file=sys.stderr)
+        return
+    found = {(r.get("profile"), r.get("dataset")) for r in load_records(folder, kind=kind, status=None)}
+    if (profile, dataset) not in found:
+        held = ", ".join(f"--profile {p} --dataset {d}" for p, d in sorted(found, key=str)) or "none"
+        print(f"note: no {profile} records of {dataset} in {folder}; records there: {held}", file=sys.stderr)
+
+
 def check_run_args(parser, args, experiments, family: str) -> Path:
-    """Refuse unknown rows and bit-widths before anything runs; return the record folder.
+    """Refuse unknown rows and bit-widths, a repeated seed, a device or fast mode this machine lacks and
+    an output folder that cannot be made, before anything runs; return the record folder (created).
 
     Args:
-        parser: the command's ``argparse`` parser (errors in its style, exit code 2).
+        parser: the ``run`` subcommand's ``argparse`` parser (errors in its style, exit code 2).
         args: the parsed ``run`` arguments (``add_run_parser``).
         experiments: the command's registry ``{name: row with .bits}``.
         family: ``"zsq"`` or ``"labelfree"`` (default folder ``results/<family>/<profile>``).
@@ -483,7 +504,12 @@ def check_run_args(parser, args, experiments, family: str) -> Path:
         bad = [b for b in args.bits or [] if b not in experiments[name].bits]
         if bad:
             parser.error(f"{name} is defined at {', '.join(experiments[name].bits)}, not {', '.join(bad)}")
-    return Path(args.out) if args.out else results_dir() / family / args.profile
+    for option, values in (("names", args.names), ("--bits", args.bits or []), ("--seeds", args.seeds)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:  # a run twice: at best a no-op, side by side two writers of one checkpoint
+            parser.error(f"{option} repeats {', '.join(repeated)}; each run may appear once")
+    check_device(parser, args.device, args.fast)
+    return check_out(parser, Path(args.out) if args.out else results_dir() / family / args.profile)
 
 
 def check_keep_epochs(parser, args) -> None:
@@ -505,7 +531,8 @@ def check_keep_epochs(parser, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.")
+    p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.",
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
     r = add_run_parser(sub, EXPERIMENTS, "w3a3 w4a4", PROFILES, "zsq")
@@ -522,11 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nNot implemented (columns of the papers' tables): {', '.join(NOT_IMPLEMENTED)}")
         return 0
     if args.cmd == "table":
+        warn_if_no_records(Path(args.folder) if args.folder else results_dir() / "zsq", "zsq", args.profile,
+                           args.dataset)
         print(format_table(results_table(args.profile, args.dataset, args.folder)))
         return 0
-    out = check_run_args(p, args, EXPERIMENTS, "zsq")
     if args.keep_epochs:
-        check_keep_epochs(p, args)
+        check_keep_epochs(r, args)
+    out = check_run_args(r, args, EXPERIMENTS, "zsq")
     if args.jobs != 1:
         from .runner import run_cli_parallel
 
@@ -544,8 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec = run_experiment(name, bits, args.profile, args.dataset, seed, out_dir=out,
                                      progress=not args.no_progress, device=args.device, **kw)
                 budget.finished(rec)
-                print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
-                      f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
+                print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
     return budget.exit_code()
 

@@ -10,12 +10,13 @@ and seed runs three times from the same seed, side by side as separate processes
   choice, atomic additions in some backward kernels), and a quantized network turns last-bit
   differences into different integer levels, so two eager runs end at different accuracies. That
   difference is the yardstick;
-* the fast mode (``compile`` by default).
+* the fast mode: by default the one training uses for the row (``fast="auto"``: CUDA graphs, or
+  ``compile`` for gradient inundation; ``compile`` on a CPU, where training runs eager).
 
 Each run writes its ordinary record into ``<out>/<label>/``; the check's own record (kind
 ``"fastcheck"``) holds every run's best and final accuracy and the differences to eager::
 
-    python -m akt_lib fastcheck adadfq+akt --bits w4a4 --profile short --fast compile
+    python -m akt_lib fastcheck adadfq+akt --bits w4a4 --profile short
 
 The criterion of the speed work (issue 6) is a short run's accuracy within 0.3 points of eager's.
 A single seed cannot separate a real difference of that size from run-to-run noise; the record
@@ -28,11 +29,12 @@ import argparse
 from pathlib import Path
 
 from .data import DATASETS
-from .experiments import EXPERIMENTS, PROFILES, run_records
-from .fast import FAST_MODES, resolve_fast
+from .experiments import EXPERIMENTS, PROFILES, experiment_config, run_records
+from .fast import FAST_MODES
 from .records import finish_record, new_record, results_dir, save_record
 from .runner import STOPPED, Job, expand_jobs, run_jobs
-from .utils import get_device, seconds_arg, seed_arg
+from .zsq import cuda_auto_mode
+from .cli import HelpFormatter, check_device, check_out, positive_int_arg, seconds_arg, seed_arg
 
 __all__ = ["check_jobs", "compare", "markdown", "main"]
 
@@ -109,20 +111,26 @@ def markdown(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib fastcheck NAME --bits B [--profile short] [--seed S] [--fast compile] ...``."""
-    p = argparse.ArgumentParser(prog="python -m akt_lib fastcheck", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m akt_lib fastcheck", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("name", help=f"a zero-shot training row: {', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
-    p.add_argument("--bits", required=True)
-    p.add_argument("--profile", default="short", choices=list(PROFILES))
-    p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--fast", default="compile", choices=[m for m in FAST_MODES if m not in ("off", "auto")])
-    p.add_argument("--device", default=None)
-    p.add_argument("--jobs", type=int, default=3, help="runs side by side (default 3: all at once)")
+    p.add_argument("--bits", required=True, help="one bit-width of the row, lower case, e.g. w4a4")
+    p.add_argument("--profile", default="short", choices=list(PROFILES),
+                   help="smoke: a CPU-seconds code check; short: a tenth of the papers' schedule; paper: all of it")
+    p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS),
+                   help="cifar10-jpeg ships offline; cifar10 and cifar100 are downloaded by torchvision")
+    p.add_argument("--seed", type=seed_arg, default=0, help="the seed of all three runs")
+    p.add_argument("--fast", default="auto", choices=[m for m in FAST_MODES if m != "off"],
+                   help="the mode checked against eager: auto = the one training uses for the row on CUDA (CUDA "
+                        "graphs; compile for gradient inundation), compile on a CPU")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")
+    p.add_argument("--jobs", type=positive_int_arg, default=3, help="runs side by side (3: all at once)")
     p.add_argument("--out", default=None,
                    help="folder (default: results/fastcheck/<name>-<bits>-<dataset>-<profile>-seed<S>)")
     p.add_argument("--time-budget", type=seconds_arg, default=None,
-                   help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume")
-    p.add_argument("--no-progress", action="store_true")
+                   help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume. "
+                        "Checked between training steps: compiling (minutes on a CPU) comes before the first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     exp = EXPERIMENTS.get(args.name)
     if exp is None or exp.kind != "zsq":
@@ -130,15 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
     if args.bits not in exp.bits:
         p.error(f"{args.name} is defined at {', '.join(exp.bits)}, not {args.bits}")
-    if args.jobs < 1:
-        p.error(f"--jobs must be >= 1, got {args.jobs}")
-    device = get_device(args.device)
-    try:
-        resolve_fast(args.fast, device)
-    except ValueError as e:
-        p.error(str(e))
+    device = check_device(p, args.device)
+    if args.fast == "auto":
+        args.fast = cuda_auto_mode(experiment_config(args.name, args.bits, args.profile, args.dataset, args.seed)) \
+            if device.type == "cuda" else "compile"
+    if args.fast == "cudagraphs" and device.type != "cuda":
+        p.error(f"--fast cudagraphs needs a CUDA device, got {device.type} (use --fast compile)")
     stem = f"{args.name}-{args.bits}-{args.dataset}-{args.profile}-seed{args.seed}"  # two datasets: two records
-    out = Path(args.out) if args.out else results_dir() / "fastcheck" / stem
+    out = check_out(p, Path(args.out) if args.out else results_dir() / "fastcheck" / stem)
     jobs = check_jobs(args.name, args.bits, args.profile, args.seed, args.fast, out, str(device), args.dataset,
                       args.time_budget)
     results = run_jobs(jobs, args.jobs, out / "logs", threads_per_job=None if device.type == "cuda" else 1,

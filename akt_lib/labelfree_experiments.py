@@ -28,10 +28,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli import HelpFormatter, run_summary
 from .data import DATASETS
 # One command line and one table format for both families:
 from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
-                          format_table, mean_delta, parse_bits)
+                          format_table, mean_delta, parse_bits, warn_if_no_records)
 from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
@@ -194,10 +195,11 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
 def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib labelfree {list,run,table}``."""
     p = argparse.ArgumentParser(prog="python -m akt_lib labelfree",
-                                description="Named label-free QAT distillation experiments (SQAKD, FAQD).")
+                                description="Named label-free QAT distillation experiments (SQAKD, FAQD).",
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the experiments, their bit-widths and baselines")
-    add_run_parser(sub, EXPERIMENTS, "w2a2 w4a4", PROFILES, "labelfree")
+    r = add_run_parser(sub, EXPERIMENTS, "w2a2 w4a4", PROFILES, "labelfree")
     add_table_parser(sub, PROFILES, "labelfree")
     args = p.parse_args(argv)
 
@@ -208,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nPaper numbers: {PAPER_SOURCES['sqakd']}; {PAPER_SOURCES['faqd']}.")
         return 0
     if args.cmd == "table":
+        warn_if_no_records(Path(args.folder) if args.folder else results_dir() / "labelfree", "labelfree",
+                           args.profile, args.dataset)
         print(format_table(results_table(args.profile, args.dataset, args.folder)))
         return 0
-    out = check_run_args(p, args, EXPERIMENTS, "labelfree")
+    out = check_run_args(r, args, EXPERIMENTS, "labelfree")
     if args.jobs != 1:
         from .runner import run_cli_parallel
 
@@ -232,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed += 1
                     continue
                 budget.finished(rec)
-                print(f"{name} {bits} seed {seed}: status={rec['status']} best={rec.get('best_acc')} "
-                      f"final={rec.get('final_acc')} teacher={rec.get('teacher_acc')}")
+                print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
     return 1 if failed else budget.exit_code()
 

@@ -9,11 +9,13 @@ jobs (``expand_jobs``), runs them a few at a time (``run_jobs``) and reports the
 jobs are safe side by side as long as no two run the same (row, bits, seed, profile, dataset);
 ``expand_jobs`` never makes two such jobs.
 
-Why processes and not threads: each process has its own CUDA context and default stream, so the
-kernels of different runs really overlap (threads in one process share the GIL, which serializes
-the Python side that launches the kernels, the very bottleneck we want to spread); a crash, an
-out-of-memory error or a hung run kills one job, not the sweep; and every child is the plain
-command line a reader could type, with its own log.
+Why processes and not threads: each process launches its own kernels, so while one is busy in
+Python another's kernels keep the GPU working (threads in one process share the GIL, which
+serializes the Python side that launches the kernels, the very bottleneck we want to spread).
+Without NVIDIA's MPS the kernels of two processes take turns on the GPU rather than run at once, so
+the gain is the launch gaps filled, and a step that already keeps the GPU busy (CUDA graphs) gains
+little. A crash, an out-of-memory error or a hung run kills one job, not the sweep; and every child
+is the plain command line a reader could type, with its own log.
 
 Used by the ``--jobs N`` option of the command line (chapters 3–7 report the resulting runs).
 """
@@ -24,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,13 +70,16 @@ class CommandBudget:
     def left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - self._clock())
 
-    def may_start(self, label: str, announce: bool = True) -> bool:
+    def may_start(self, label: str, announce: bool = True, first_wave: bool = False) -> bool:
+        """Whether the run ``label`` may start now: always the first (or, ``first_wave``, one of those
+        started together at the beginning), the others while ``min_start_s`` of the budget is left."""
         left = self.left()
-        if left is None or left >= self.min_start_s or not self.started:  # the first run always starts
+        if left is None or left >= self.min_start_s or not self.started or first_wave:
             self.started += 1
             return True
         if announce:
-            print(f"{label}: not started (the time budget is spent; rerun the same line to continue)", flush=True)
+            print(f"{label}: not started (less than {self.min_start_s:.0f} s of the time budget left; rerun the "
+                  "same line to continue)", flush=True)
         self.unfinished += 1
         return False
 
@@ -192,9 +198,13 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     """Run ``jobs`` as subprocesses, at most ``max_parallel`` at a time, each started as soon as
     a slot frees.
 
-    A failing job does not stop the others (see its ``returncode``). On ``KeyboardInterrupt`` (or
-    any error here) the running children get SIGTERM, then SIGKILL after ``grace_s``, and the
-    exception is re-raised; a rerun resumes them from their checkpoints.
+    A failing job does not stop the others (see its ``returncode``). SIGTERM or SIGHUP to this
+    process (``timeout``, a batch scheduler, a closed terminal) stops the sweep cleanly, as it stops a
+    single run: the signal goes on to the running children, which write their checkpoints and exit
+    (``STOPPED``); no new job starts (those get ``returncode=None``); the results come back as usual.
+    A second such signal, ``KeyboardInterrupt`` or any error here gives the running children SIGTERM,
+    then SIGKILL after ``grace_s``, and the exception is raised. A rerun resumes every run from its
+    checkpoint.
 
     Args:
         jobs: jobs with unique names.
@@ -234,13 +244,29 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     pending = list(enumerate(jobs))
     running: dict[int, tuple[subprocess.Popen, object, float]] = {}  # index -> (process, log file, start)
     results: list[JobResult | None] = [None] * len(jobs)
+
+    def not_started(i: int) -> None:
+        now = time.monotonic() - t0
+        results[i] = JobResult(jobs[i].name, jobs[i].argv, None, now, now, 0.0, log_dir / f"{jobs[i].name}.log")
+
+    stop = _SweepSignals()
     try:
+        stop.__enter__()
         while pending or running:
+            if stop.count == 1 and pending:  # stop cleanly: the children were told; nothing new starts
+                for i, job in pending:
+                    not_started(i)
+                pending = []
+                if progress:
+                    print("stop requested (SIGTERM/SIGHUP): the running jobs write their checkpoints and stop; "
+                          "rerun the same line to continue", flush=True)
+            if stop.count > 1:
+                raise KeyboardInterrupt("a second stop signal")
+            first_wave = not any(r is not None for r in results)  # nothing has finished yet
             while pending and len(running) < max_parallel:
                 i, job = pending.pop(0)
-                if not budget.may_start(job.name, announce=progress):  # spent: a rerun starts it
-                    now = time.monotonic() - t0
-                    results[i] = JobResult(job.name, job.argv, None, now, now, 0.0, log_dir / f"{job.name}.log")
+                if not budget.may_start(job.name, announce=progress, first_wave=first_wave):
+                    not_started(i)  # a rerun starts it
                     continue
                 left = budget.left()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}  # live logs while it runs
@@ -258,6 +284,11 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
                     log.close()
                     raise
                 running[i] = (proc, log, time.monotonic() - t0)
+            if stop.count == 1 and not stop.forwarded:
+                stop.forwarded = True
+                for proc, _, _ in running.values():
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
             time.sleep(poll_s)
             for i in [i for i, (proc, _, _) in running.items() if proc.poll() is not None]:
                 proc, log, start = running.pop(i)
@@ -272,7 +303,31 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     except BaseException:
         _terminate([(p, f) for p, f, _ in running.values()], grace_s)
         raise
+    finally:
+        stop.__exit__()
     return results  # type: ignore[return-value]  # every slot is filled once the loop ends
+
+
+class _SweepSignals:
+    """While active (main thread only), counts SIGTERM and SIGHUP instead of dying of them, so that
+    ``run_jobs`` can pass the first on to its children; the previous handlers come back on exit."""
+
+    def __init__(self):
+        self.count, self.forwarded, self._old = 0, False, {}
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+
+    def __enter__(self) -> "_SweepSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def _terminate(children: list[tuple[subprocess.Popen, object]], grace_s: float) -> None:
@@ -374,7 +429,7 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
         ``STOPPED`` when runs stopped at the time budget or were not started (rerun to continue).
     """
     if isinstance(args.jobs, bool) or not isinstance(args.jobs, int) or args.jobs < 1:
-        parser.error(f"--jobs must be a positive int, got {args.jobs}")
+        parser.error(f"--jobs must be a positive int, got {args.jobs}")  # the CLI's type checks it too
     passthrough = ["--out", str(out)]  # the time budget is the sweep's: run_jobs gives each child what is left
     for option in ("device", "fast"):
         if getattr(args, option, None) is not None:

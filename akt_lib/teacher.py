@@ -42,7 +42,8 @@ from .fast import (FAST_MODES, compile_step, fused_kwargs, mark_step_begin, reco
 from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, new_record, results_dir, save_checkpoint,
                       save_record, start_segment)
-from .utils import check_count, check_seconds, get_device, seconds_arg, seed_arg, seed_everything
+from .cli import HelpFormatter, check_device, check_out, positive_int_arg, seconds_arg, seed_arg
+from .utils import check_count, check_seconds, get_device, seed_everything
 
 __all__ = ["TeacherConfig", "PROFILES", "train_teacher", "load_trained_teacher", "load_shipped_teacher",
            "check_teacher_classes", "run_name", "one_cycle", "command_for", "main"]
@@ -445,28 +446,38 @@ def load_shipped_teacher(name: str, root: str | Path | None = None) -> nn.Module
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib teacher``: train one teacher and print a one-line summary."""
-    p = argparse.ArgumentParser(prog="python -m akt_lib teacher", description="Train a full-precision teacher.")
-    p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS))
-    p.add_argument("--arch", default="resnet20", choices=list(ARCHS))
-    p.add_argument("--profile", choices=list(PROFILES), help="default: fast on CUDA, smoke on CPU")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--seed", type=seed_arg)
-    p.add_argument("--train-size", type=int, help="train on a fixed random subset of this many images")
-    p.add_argument("--test-size", type=int, help="evaluate on a fixed random subset of this many images")
+    p = argparse.ArgumentParser(prog="python -m akt_lib teacher", description="Train a full-precision teacher.",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="cifar10-jpeg", choices=list(DATASETS),
+                   help="cifar10-jpeg ships offline; cifar10 and cifar100 are downloaded by torchvision")
+    p.add_argument("--arch", default="resnet20", choices=list(ARCHS), help="the network")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="fast: the library's recipe, a GPU run (the shipped ResNet-20 used it with --epochs 200, "
+                        "chapter 2); smoke: 2 epochs on 256 images, a code check (default: fast on CUDA, smoke on a "
+                        "CPU)")
+    p.add_argument("--epochs", type=positive_int_arg, help="override the profile's (fast: 60, smoke: 2)")
+    p.add_argument("--batch-size", type=positive_int_arg, help="override the profile's (fast: 512, smoke: 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default: the profile's)")
+    p.add_argument("--seed", type=seed_arg, help="default: 0")
+    p.add_argument("--train-size", type=positive_int_arg,
+                   help="train on a fixed random subset of this many images (default: all; smoke: 256)")
+    p.add_argument("--test-size", type=positive_int_arg,
+                   help="evaluate on a fixed random subset of this many images (default: all; smoke: 128)")
     p.add_argument("--out", help="output folder (default results/teachers; runs/teachers for smoke)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds: stop after the epoch that exceeds it, with a checkpoint (exit code 3); "
                         "rerun the same line to resume")
     p.add_argument("--fast", default="auto", choices=FAST_MODES,
-                   help="compiled training step (akt_lib.fast; default: on CUDA only)")
+                   help="training-step mode (akt_lib.fast): auto = compiled on CUDA, eager on a CPU; off = eager")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: CUDA when available)")
     args = p.parse_args(argv)
-    device = get_device(args.device)
+    device = check_device(p, args.device, args.fast)
     profile = args.profile or ("fast" if device.type == "cuda" else "smoke")
+    if args.profile is None and profile == "smoke":
+        print("no CUDA device: --profile smoke, a code check on 256 images (pass --profile fast for the book's "
+              "recipe, hours on a CPU)", file=sys.stderr)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed), ("train_size", args.train_size),
                                    ("test_size", args.test_size)) if v is not None}
@@ -477,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile != "smoke" and device.type == "cpu":
         print("warning: a full teacher recipe on the CPU takes hours; --profile smoke checks the code",
               file=sys.stderr)
+    if args.out is not None:
+        check_out(p, args.out)
     _, r = train_teacher(config, args.out, resume=not args.no_resume, progress=not args.no_progress, device=device,
                          fast=args.fast, time_budget_s=args.time_budget)
     if len(r["history"]) < config.epochs:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 import os
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 __all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup", "check_seconds",
-           "check_count", "seconds_arg", "seed_arg"]
+           "check_count"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -36,7 +35,7 @@ def check_seconds(value, name: str = "time_budget_s") -> float | None:
     """``value`` as a time limit in seconds: ``None`` (no limit) or a number >= 0; anything else is refused.
 
     The one check behind every ``time_budget_s=`` of the library and ``--time-budget`` of its commands
-    (``seconds_arg``), so that they all accept and refuse the same values.
+    (``cli.seconds_arg``), so that they all accept and refuse the same values.
 
     Examples:
         >>> check_seconds(None), check_seconds(90)
@@ -71,35 +70,6 @@ def check_count(value, name: str, minimum: int = 0) -> int | None:
     return value
 
 
-def seconds_arg(text: str) -> float:
-    """``argparse`` type of ``--time-budget``: seconds >= 0 (``check_seconds``), refused at parse time.
-
-    Examples:
-        >>> seconds_arg("540")
-        540.0
-    """
-    try:
-        return check_seconds(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}") from None
-
-
-def seed_arg(text: str) -> int:
-    """``argparse`` type of ``--seed``/``--seeds``: an int >= 0, the seeds ``seed_everything`` accepts.
-
-    Examples:
-        >>> seed_arg("2")
-        2
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
-    return value
-
-
 def get_device(prefer: str | None = None) -> torch.device:
     """``prefer`` if given, else ``$AKT_DEVICE``, else CUDA when available, else CPU."""
     name = prefer or os.environ.get("AKT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,7 +84,8 @@ def device_name(device: torch.device | str | None = None) -> str:
     device = torch.device(device) if device is not None else get_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def git_commit(short: bool = False) -> str | None:

@@ -208,7 +208,8 @@ def cuda_auto_mode(config: ZSQConfig) -> str:
 
     Graphs were timed and checked against eager on the AKT step (``akt_lib.fast``); the GDFQ and
     AdaDFQ rows run the same ``_Run`` step with other loss terms and are not checked on their own yet
-    (``python -m akt_lib fastcheck <row> --fast cudagraphs`` does it; ``fast="compile"`` avoids graphs).
+    (``python -m akt_lib fastcheck <row> --bits <bits>`` does it on a GPU; ``fast="compile"`` avoids
+    graphs).
 
     Examples:
         >>> cuda_auto_mode(ZSQConfig(rfd="released")), cuda_auto_mode(ZSQConfig(inundation=True, weight_decay=0.0))

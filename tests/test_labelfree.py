@@ -256,7 +256,7 @@ def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
     assert "faqd-ffa" in capsys.readouterr().out
     assert lx.main(["run", "pact+sqakd", "--bits", "w4a4", "--profile", "smoke", "--out", str(tmp_path),
                     "--no-progress", "--device", "cpu"]) == 0
-    assert "pact+sqakd w4a4 seed 0: status=complete" in capsys.readouterr().out
+    assert "pact+sqakd w4a4 seed 0: complete, best " in capsys.readouterr().out
     assert lx.main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("| pact+sqakd | W4A4"))

@@ -254,7 +254,7 @@ def test_cli_run_writes_records_and_the_table_reads_them(tmp_path, capsys):
     assert main(["run", "gdfq", "--bits", "w4a4", "--profile", "smoke", "--seeds", "0", "1",
                  "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "gdfq w4a4 seed 1: status=complete" in out
+    assert "gdfq w4a4 seed 1: complete, best " in out
     saved = json.loads((tmp_path / "gdfq-w4a4-cifar10-jpeg-seed1-smoke.json").read_text())
     assert (saved["experiment"], saved["bits"]) == ("gdfq", "w4a4")  # in the file, not only the returned dict
     rows = results_table("smoke", folder=tmp_path, names=["gdfq"])
