@@ -16,6 +16,8 @@ zero-shot quantization chapter.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,9 +30,10 @@ class BNStatsTap:
 
     Forward hooks on each BN store the tensor it received (with its autograd graph, so losses on
     it are differentiable w.r.t. the images). A pre-hook on the model itself clears the records
-    at the start of every forward, so they always belong to the latest call. Works on quantized
-    models too (``quantize_model`` keeps BN as float ``nn.BatchNorm2d``). Use it as a context
-    manager or call ``remove()`` when done.
+    at the start of every forward, so they always belong to the latest call, and notes the shape
+    of the model's input (``input_shape``: ``zeroq_bns_loss`` checks its images against it).
+    Works on quantized models too (``quantize_model`` keeps BN as float ``nn.BatchNorm2d``). Use
+    it as a context manager or call ``remove()`` when done.
 
     Args:
         model: the network to watch (typically the frozen teacher).
@@ -56,9 +59,15 @@ class BNStatsTap:
             if bn.running_mean is None or bn.running_var is None:
                 raise ValueError("every BatchNorm2d needs running statistics (track_running_stats=True)")
         self._inputs: list[torch.Tensor | None] = [None] * len(self.layers)
-        self._handles = [model.register_forward_pre_hook(lambda mod, args: self.clear())]
+        self._input_shape: tuple[int, ...] | None = None
+        self._handles = [model.register_forward_pre_hook(self._start_forward)]
         for i, bn in enumerate(self.layers):
             self._handles.append(bn.register_forward_hook(self._make_hook(i)))
+
+    def _start_forward(self, module, args) -> None:
+        # A new forward of the model: forget the previous one's records, note its input's shape.
+        self.clear()
+        self._input_shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
 
     def _make_hook(self, i: int):
         def hook(module, args, output):
@@ -78,6 +87,7 @@ class BNStatsTap:
     def clear(self) -> None:
         """Forget the recorded inputs (frees the activations they keep alive)."""
         self._inputs = [None] * len(self.layers)
+        self._input_shape = None
 
     def remove(self) -> None:
         """Remove every hook this tap registered and forget the records."""
@@ -94,6 +104,11 @@ class BNStatsTap:
             raise RuntimeError(f"{len(missing)} of {len(self)} BN layers recorded no input: run a forward "
                                "pass of the model (with the tap attached) before computing the loss")
         return list(self._inputs)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of the model's (first positional) input in the latest forward; ``None`` before one."""
+        return self._input_shape
 
 
 def _at_least_float32(h: torch.Tensor) -> torch.Tensor:
@@ -158,11 +173,15 @@ def zeroq_bns_loss(tap: BNStatsTap, x: torch.Tensor, eps: float = 1e-6) -> torch
 
     Args:
         tap: a ``BNStatsTap`` on the teacher, after a forward pass on ``x``.
-        x: the images that were fed to the teacher, ``(N, C, H, W)``.
-        eps: added to the variances under the square root (ZeroQ: 1e-6).
+        x: the images that were fed to the teacher, ``(N, C, H, W)`` floating point.
+        eps: added to the variances under the square root (ZeroQ: 1e-6); a finite number ``>= 0``.
 
     Returns:
         A scalar tensor (float32, or float64 for a float64 teacher), differentiable w.r.t. ``x``.
+
+    Raises:
+        ValueError: ``x`` is not a floating-point ``(N, C, H, W)`` tensor of the shape the teacher's
+            latest forward received, or ``eps`` is not a finite number ``>= 0``.
 
     Examples:
         >>> bn = nn.BatchNorm2d(1).eval()  # running_mean 0, running_var 1: same targets as the input term
@@ -174,8 +193,14 @@ def zeroq_bns_loss(tap: BNStatsTap, x: torch.Tensor, eps: float = 1e-6) -> torch
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be the (N, C, H, W) images fed to the teacher, got {getattr(x, 'shape', x)}")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be the floating-point images fed to the teacher, got {x.dtype}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0) or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    seen = tap.input_shape
+    if seen is not None and tuple(x.shape[1:]) != seen[1:]:
+        raise ValueError(f"x holds images of shape {tuple(x.shape[1:])} but the teacher's latest forward received "
+                         f"{seen[1:]}: pass the images the teacher ran on")
     total = 0.0
     for bn, h in zip(tap.layers, tap.inputs):
         if h.shape[0] != x.shape[0]:

@@ -25,8 +25,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-__all__ = ["DatasetInfo", "DATASETS", "data_dir", "cache_dir", "load_split", "normalize",
-           "denormalize", "fixed_subset", "iterate_batches", "check_dataset", "default_dataset"]
+__all__ = ["DatasetInfo", "DATASETS", "data_dir", "cache_dir", "load_split", "normalize", "denormalize",
+           "fixed_subset", "check_batch_size", "iterate_batches", "check_dataset", "default_dataset"]
 
 
 @dataclass(frozen=True)
@@ -223,14 +223,33 @@ def fixed_subset(n: int, total: int, seed: int = 0) -> torch.Tensor:
 
     The CIFAR-10 (JPEG q75) test set is sorted by class: take subsets through this, never ``[:n]``.
 
+    Raises:
+        TypeError: ``n`` or ``total`` is not an int (a ``bool`` is refused too).
+        ValueError: ``n`` is not in ``1..total``.
+
     Examples:
         >>> fixed_subset(3, 10, seed=0).tolist() == fixed_subset(3, 10, seed=0).tolist()
         True
     """
+    for value, name in ((n, "n"), (total, "total")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if not 0 < n <= total:
         raise ValueError(f"subset size must be in 1..{total}, got {n}")
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(total, generator=g)[:n].sort().values
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` if it is a positive int (a ``bool`` is refused), else a ``ValueError``.
+
+    Examples:
+        >>> check_batch_size(200)
+        200
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
 
 
 def iterate_batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, shuffle: bool = False,
@@ -242,10 +261,14 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, sh
         x: ``(N, ...)``; y: ``(N,)`` or ``None``.
         batch_size: positive int.
         shuffle: draw a permutation (on ``x``'s device) from ``generator``.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive int, or ``y`` does not hold one label per row of ``x``.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_batch_size(batch_size)
     n = x.shape[0]
+    if y is not None and y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"y must hold one label per row of x: x has {n} rows, y has shape {tuple(y.shape)}")
     order = torch.randperm(n, generator=generator, device=x.device if generator is None else generator.device) \
         if shuffle else None
     stop = n - n % batch_size if drop_last else n

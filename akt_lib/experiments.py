@@ -351,7 +351,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
                 "Δ vs control (final)": mean_delta(rs, control_rs, "final_acc"),
                 "collapsed": (f"{sum(collapsed(r, chance) for r in rs)} of {len(rs)}"
                               if rs and EXPERIMENTS[name].kind == "zsq" else "—"),
-                "steps": (" / ".join(sorted({str(r.get("fast", "off")) for r in rs})) or "—"
+                "step mode": (" / ".join(sorted({str(r.get("fast", "off")) for r in rs})) or "—"
                           if EXPERIMENTS[name].kind == "zsq" else "—"),  # PTQ trains nothing
                 "paper": f"{paper[0]:.2f}" if paper else "—",
                 "paper drop": f"{PAPER_FP[_paper_ds(dataset)] - paper[0]:.2f}" if paper else "—",

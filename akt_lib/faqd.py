@@ -122,12 +122,15 @@ WEIGHT_QUANTIZERS = {1: quantize_binary, 2: quantize_ternary, 4: quantize_fbit}
 
 
 class FAQDConv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose forward uses ``WEIGHT_QUANTIZERS[w_bits](weight)`` (bias float). Chapter 7."""
+    """``nn.Conv2d`` whose forward uses ``WEIGHT_QUANTIZERS[w_bits](weight)`` (bias float). Chapter 7.
+
+    ``w_bits`` must be the int 1, 2 or 4: a ``bool`` or a float such as ``4.0`` is refused (a dict
+    lookup would accept both, and ``4.0`` would end up in names such as ``"w4.0a4"``).
+    """
 
     def __init__(self, *args, w_bits: int = 4, **kwargs):
+        w_bits = check_bits(w_bits, "FAQD's w_bits", WEIGHT_QUANTIZERS)
         super().__init__(*args, **kwargs)
-        if w_bits not in WEIGHT_QUANTIZERS:
-            raise ValueError(f"FAQD's w_bits must be one of {sorted(WEIGHT_QUANTIZERS)}, got {w_bits!r}")
         self.w_bits = w_bits
 
     @classmethod
@@ -217,6 +220,10 @@ class QuantReLU(nn.Module):
         return f"bits={self.bits}, rate_factor={self.rate_factor}{fixed}"
 
 
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _check_positive(value, name: str) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -227,7 +234,7 @@ class FAQDConfig:
     """What ``quantize_model_faqd`` does (§5a).
 
     Args:
-        w_bits: 1, 2 or 4 (binary, ternary, 15-level).
+        w_bits: the int 1, 2 or 4 (binary, ternary, 15-level).
         a_bits: 1..8 for ``QuantReLU`` (the ``_full`` scripts), or ``None`` to keep float ReLUs
             (the weight-only scripts).
         alpha_init: initial ReLU step; default ``FAQD_ALPHA_INIT[a_bits]``.
@@ -247,8 +254,7 @@ class FAQDConfig:
     alpha_grad: str = "paper"
 
     def __post_init__(self):
-        if isinstance(self.w_bits, bool) or self.w_bits not in WEIGHT_QUANTIZERS:
-            raise ValueError(f"FAQD's w_bits must be one of {sorted(WEIGHT_QUANTIZERS)}, got {self.w_bits!r}")
+        check_bits(self.w_bits, "FAQD's w_bits", WEIGHT_QUANTIZERS)  # TypeError for a bool or a float
         if self.alpha_grad not in ALPHA_GRADS:
             raise ValueError(f"alpha_grad must be one of {ALPHA_GRADS}, got {self.alpha_grad!r}")
         if self.a_bits is not None:
@@ -344,8 +350,8 @@ def _unit_positions(f_s: torch.Tensor, f_t: torch.Tensor, eps: float) -> tuple[t
             raise ValueError(f"{name} must be a feature map of shape (B, C, H, W), got {got}")
     if f_s.shape[0] != f_t.shape[0]:
         raise ValueError(f"f_s and f_t must hold the same images: batch {f_s.shape[0]} vs {f_t.shape[0]}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0) or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     h, w = f_s.shape[2:]
     f_t = f_t.detach()  # the teacher's map is the target
     if f_t.shape[2:] != (h, w):
@@ -505,6 +511,10 @@ def ffa_convergence(f_s: torch.Tensor, f_t: torch.Tensor, ks: Sequence[int] = tu
     Returns:
         ``{"order", "ks", "fa", "limit", "ffa_mean", "rel_err_to_limit", "rel_err_to_fa"}`` (floats).
 
+    Raises:
+        ValueError: bad ``ks`` or ``trials``, or maps with identical affinities (FA = 0): the relative
+            errors are then undefined.
+
     Examples:
         >>> f_s, f_t = torch.rand(1, 4, 4, 4), torch.rand(1, 4, 4, 4)
         >>> r = ffa_convergence(f_s, f_t, ks=(1, 64), trials=4)
@@ -513,10 +523,16 @@ def ffa_convergence(f_s: torch.Tensor, f_t: torch.Tensor, ks: Sequence[int] = tu
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive int, got {trials!r}")
+    ks = tuple(ks)
+    if not ks or not all(map(_is_positive_int, ks)):
+        raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks!r}")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         fa = float(fa_loss(f_s, f_t, order=order))
         limit = float(ffa_expected(f_s, f_t, order=order))
+        if fa == 0 or limit == 0:  # the relative errors below divide by both
+            raise ValueError("f_s and f_t have identical affinities (FA = 0, and FFA = 0 for every k): the relative "
+                             "errors are undefined; compare maps that differ")
         out = {"order": order, "ks": list(ks), "fa": fa, "limit": limit,
                "ffa_mean": [], "rel_err_to_limit": [], "rel_err_to_fa": []}
         for k in ks:
@@ -564,6 +580,10 @@ def time_fa_losses(batch: int = 100, stages: Sequence[tuple[int, int]] = FAQD_ST
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    stages = tuple(stages)
+    if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 and all(map(_is_positive_int, st))
+                             for st in stages):
+        raise ValueError(f"stages must be a non-empty sequence of (channels, size) positive-int pairs, got {stages!r}")
     device = torch.device(device) if device is not None else get_device()
     gen = torch.Generator().manual_seed(seed)
     result = {"device": str(device), "batch": batch, "num_projections": num_projections, "backward": backward,

@@ -69,6 +69,7 @@ class FeatureTap:
         features: the list of ``(N, C_l, H_l, W_l)`` maps of the latest forward.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``detach`` not a ``bool``.
         ValueError: unknown ``kind``, or ``model`` has nothing of that kind to tap.
 
     Examples:
@@ -84,6 +85,8 @@ class FeatureTap:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if kind not in TAP_KINDS:
             raise ValueError(f"kind must be one of {TAP_KINDS}, got {kind!r}")
+        if not isinstance(detach, bool):
+            raise TypeError(f"detach must be a bool, got {detach!r}")
         points = _tap_points(model, kind)
         if not points:
             what = ("akt_lib.models.ResUnit / BasicBlockA modules" if kind == "resunit_body"

@@ -90,6 +90,12 @@ class GDFQGenerator(nn.Module):
 
         Returns:
             Images ``(N, channels, img_size, img_size)``.
+
+        Raises:
+            ValueError: bad shapes, or (CPU labels only) a label outside ``[0, num_classes)``. The
+                range of labels on a GPU is not checked here: that would make every training step
+                wait for the GPU, and the embedding there fails with a device-side assert instead.
+            TypeError: non-integer labels.
         """
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (N, {self.latent_dim}), got {tuple(z.shape)}")
@@ -97,6 +103,11 @@ class GDFQGenerator(nn.Module):
             raise ValueError(f"y must be (N,) = ({z.shape[0]},) labels, got {tuple(y.shape)}")
         if y.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"y must hold integer labels (int64), got {y.dtype}")
+        if y.device.type == "cpu" and y.numel() and not torch.compiler.is_compiling():
+            lo, hi = (int(v) for v in torch.aminmax(y))  # free on the CPU; a compiled step skips it
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(f"labels must be in [0, num_classes) = [0, {self.num_classes}), "
+                                 f"got labels from {lo} to {hi}")
         h = self.embed(y) * z  # (N, latent_dim): the label conditions z multiplicatively
         h = self.fc(h).view(-1, 128, self.init_size, self.init_size)  # (N, 128, 8, 8)
         h = self.bn0(h)

@@ -19,6 +19,8 @@ although its values barely move; near-symmetric channels sit close to such a tie
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,8 +36,9 @@ SELECTIONS = ("bisection", "closest")
 
 
 def _row_codes(rows: torch.Tensor, num_bits: int) -> torch.Tensor:
-    # (..., n) -> integer codes (..., n), range = each row's own min/max (methods.md §1.2).
-    s, z = affine_params(rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True), num_bits)
+    # (..., n) -> integer codes (..., n), range = each row's own min/max (methods.md §1.2). A min/max
+    # needs no range check (which would read the values back: a host sync inside step()).
+    s, z = affine_params(rows.amin(-1, keepdim=True), rows.amax(-1, keepdim=True), num_bits, check_range=False)
     half = 2 ** (num_bits - 1)
     return torch.clamp(torch.round(s * rows - z), -half, half - 1)
 
@@ -100,6 +103,39 @@ def code_change_fraction(w: torch.Tensor, d: torch.Tensor, step_sizes: torch.Ten
     return torch.cat(out)
 
 
+# --- argument checks (Python values only: they cost no host synchronisation, even inside step()) ---
+
+def _check_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold is a fraction of a layer's weights and must be in (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+def _check_lr(lr) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 < lr < math.inf:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+
+
+def _check_int(value, name: str, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{name} must be an int {span}, got {value!r}")
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_search(lr, threshold, cap, max_doublings, rounds) -> None:
+    # The arguments search_scale and reference_search share.
+    _check_lr(lr)
+    _check_threshold(threshold)
+    _check_flag(cap, "cap")
+    _check_int(max_doublings, "max_doublings", 0, 60)  # 2^128 would overflow float32
+    _check_int(rounds, "rounds", 1)
+
+
 def _replay_bisection(fr: torch.Tensor, threshold: float, rounds: int) -> torch.Tensor:
     # fr: (2^rounds,) fractions at a/2 * (1 + i/2^rounds), i = 1..2^rounds. Every midpoint the
     # reference's bisection can visit is one of these, so its path is replayed with tensor ops.
@@ -132,12 +168,16 @@ def search_scale(w: torch.Tensor, d: torch.Tensor, lr: float, threshold: float, 
         w: weight ``(C_out, ...)``; d: look-ahead direction, same shape.
         lr, threshold, num_bits: as in ``GradientInundationSGD``.
         cap: the warm-up cap (stop doubling once ``a > 100``).
-        max_doublings: ``M``; the reference doubles without bound when uncapped.
-        rounds: bisection rounds (``alpha_iter`` = 5).
+        max_doublings: ``M``, 0..60; the reference doubles without bound when uncapped.
+        rounds: bisection rounds (``alpha_iter`` = 5), ``>= 1``.
         select: ``"bisection"`` or ``"closest"``.
 
     Returns:
         ``(a, f)``: 0-d tensors on ``w``'s device, the scale and the fraction it changes.
+
+    Raises:
+        ValueError: ``lr`` not a finite number > 0, ``threshold`` outside (0, 1), ``cap`` not a bool,
+            ``max_doublings`` not an int in 0..60, ``rounds`` not an int >= 1, an unknown ``select``.
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -146,6 +186,7 @@ def search_scale(w: torch.Tensor, d: torch.Tensor, lr: float, threshold: float, 
         >>> round(float(a), 2), round(float(f), 4)  # a plain step (a = 1) would change no code
         (49.0, 0.0104)
     """
+    _check_search(lr, threshold, cap, max_doublings, rounds)
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     top = min(CAP_DOUBLINGS, max_doublings) if cap else max_doublings
@@ -182,6 +223,8 @@ def reference_search(w: torch.Tensor, d: torch.Tensor, lr: float, threshold: flo
         >>> reference_search(w, d, 1e-4, 0.01, 4)[0] == float(search_scale(w, d, 1e-4, 0.01, 4)[0])
         True
     """
+    _check_search(lr, threshold, cap, max_doublings, rounds)
+
     def frac(a: float) -> torch.Tensor:
         return code_change_fraction(w, d, torch.tensor([a], device=w.device), num_bits, lr)[0]
 
@@ -203,10 +246,29 @@ def reference_search(w: torch.Tensor, d: torch.Tensor, lr: float, threshold: flo
     return mid, float(f)
 
 
-def _check_threshold(threshold) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold is a fraction of a layer's weights and must be in (0, 1), got {threshold!r}")
-    return float(threshold)
+def _check_group(group: dict) -> None:
+    """Refuse a param group of ``GradientInundationSGD`` whose settings ``step()`` cannot use.
+
+    Every group is checked once, when it is added (its own values and the defaults it inherits).
+    Python values only: no host synchronisation. (A value changed later, by an LR scheduler or by
+    hand, is not checked again here; ``search_scale`` re-checks what ``step()`` hands it.)
+    """
+    _check_lr(group["lr"])
+    m, wd = group["momentum"], group["weight_decay"]
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1), got {m!r}")
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0.0 <= wd < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {wd!r}")
+    _check_threshold(group["threshold"])
+    _check_int(group["max_doublings"], "max_doublings", 1, 60)
+    _check_int(group["rounds"], "rounds", 1, 10)
+    if group["select"] not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {group['select']!r}")
+    if group["num_bits"] is not None:
+        check_bits(group["num_bits"], "num_bits", range(1, 9))
+        if any(p.dim() < 2 for p in group["params"]):
+            raise ValueError("a GI group (num_bits set) may only hold (C_out, ...) weights; put biases "
+                             "and BN parameters in a group with num_bits=None")
 
 
 class GradientInundationSGD(torch.optim.Optimizer):
@@ -219,13 +281,16 @@ class GradientInundationSGD(torch.optim.Optimizer):
     ``step()`` performs no host synchronisation; ``last_stats()`` reads the chosen scales back.
 
     Args:
-        params: parameters or param groups (see ``inundation_param_groups``).
-        lr: learning rate (AIT: 1e-4). momentum: m (0.9). weight_decay: (AIT: 0).
-        threshold: target fraction of codes that change per step (0.001).
+        params: parameters or param groups (see ``inundation_param_groups``). A group may set any
+            of the keyword arguments below except ``cap_scale``; every group is checked.
+        lr: learning rate (AIT: 1e-4), finite and > 0. momentum: m (0.9), in [0, 1).
+        weight_decay: (AIT: 0), finite and >= 0.
+        threshold: target fraction of codes that change per step (0.001), in (0, 1).
         num_bits: default bit-width of a group (``None``: no GI).
         cap_scale: the warm-up cap of ``search_scale`` (the reference's ``disable_adalr``: on at
-            construction, switched off from epoch 5; see ``scale_cap_at_epoch``).
-        max_doublings, rounds, select: see ``search_scale``.
+            construction, switched off from epoch 5; see ``scale_cap_at_epoch``); a bool.
+        max_doublings, rounds, select: see ``search_scale`` (here ``max_doublings`` in 1..60 and
+            ``rounds`` in 1..10).
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -240,30 +305,22 @@ class GradientInundationSGD(torch.optim.Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  threshold: float = 1e-3, num_bits: int | None = None, cap_scale: bool = True,
                  max_doublings: int = 30, rounds: int = 5, select: str = "bisection"):
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if not (isinstance(max_doublings, int) and 1 <= max_doublings <= 60):
-            raise ValueError(f"max_doublings must be an int in 1..60, got {max_doublings!r}")
-        if not (isinstance(rounds, int) and 1 <= rounds <= 10):
-            raise ValueError(f"rounds must be an int in 1..10, got {rounds!r}")
-        if select not in SELECTIONS:
-            raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
-        defaults = dict(lr=float(lr), momentum=momentum, weight_decay=weight_decay, num_bits=num_bits,
-                        threshold=_check_threshold(threshold), max_doublings=max_doublings, rounds=rounds,
-                        select=select)
-        super().__init__(params, defaults)
-        self.cap_scale = bool(cap_scale)
-        for group in self.param_groups:
-            _check_threshold(group["threshold"])
-            if group["num_bits"] is not None:
-                check_bits(group["num_bits"], "num_bits", range(1, 9))
-                if any(p.dim() < 2 for p in group["params"]):
-                    raise ValueError("a GI group (num_bits set) may only hold (C_out, ...) weights; put biases "
-                                     "and BN parameters in a group with num_bits=None")
+        _check_flag(cap_scale, "cap_scale")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, num_bits=num_bits,
+                        threshold=threshold, max_doublings=max_doublings, rounds=rounds, select=select)
+        _check_group(dict(defaults, params=[]))  # the keyword arguments themselves, before any group
+        defaults["lr"] = float(lr)
+        super().__init__(params, defaults)  # calls add_param_group, which checks every group
+        self.cap_scale = cap_scale
+
+    def add_param_group(self, param_group: dict) -> None:
+        """``torch.optim.Optimizer.add_param_group``, then ``_check_group`` on the completed group."""
+        super().add_param_group(param_group)
+        try:
+            _check_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
 
     def set_threshold(self, threshold: float) -> None:
         """Set the target fraction of every GI group (e.g. ``threshold_at_epoch(epoch)``)."""
@@ -350,22 +407,34 @@ def inundation_param_groups(qmodel: nn.Module) -> list[dict]:
 def threshold_at_epoch(epoch: int, base: float = 1e-3, decay_epochs=(100, 200, 300), rate: float = 0.1) -> float:
     """AIT's threshold schedule: ``base`` times ``rate`` for every decay epoch reached.
 
+    Args:
+        epoch: the epoch, an int >= 0.
+        base: the threshold before the first decay, in (0, 1).
+        decay_epochs: the epochs at which it is multiplied by ``rate``.
+        rate: the factor, in (0, 1].
+
     Examples:
         >>> threshold_at_epoch(99), threshold_at_epoch(100), round(threshold_at_epoch(350), 9)
         (0.001, 0.0001, 1e-06)
     """
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    _check_int(epoch, "epoch", 0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be a number in (0, 1], got {rate!r}")
     return _check_threshold(base) * rate ** sum(epoch >= e for e in decay_epochs)
 
 
 def scale_cap_at_epoch(epoch: int, warmup_epochs: int = 4) -> bool:
     """Whether the reference's warm-up cap (``disable_adalr``) is on: epochs ``0..warmup_epochs``.
 
+    Args:
+        epoch, warmup_epochs: ints >= 0.
+
     Examples:
         >>> scale_cap_at_epoch(4), scale_cap_at_epoch(5)
         (True, False)
     """
+    _check_int(epoch, "epoch", 0)
+    _check_int(warmup_epochs, "warmup_epochs", 0)
     return epoch <= warmup_epochs
 
 
@@ -377,6 +446,11 @@ def inundation_demo(num_steps: int = 10, threshold: float = 1e-3, w_bits: int = 
     (cross-entropy on random labels); the fraction is measured from the codes before and after
     each step. Takes about a second on a CPU.
 
+    Args:
+        num_steps: optimizer steps per run, an int >= 1.
+        threshold, lr: GI's target fraction and the learning rate of both runs.
+        w_bits: weight and activation bit-width. batch_size, seed: the random batch.
+
     Returns:
         ``{"layers": names, "plain": (num_steps, L), "inundated": (num_steps, L),
         "scale": (num_steps, L) chosen a, "threshold": threshold}``.
@@ -386,6 +460,7 @@ def inundation_demo(num_steps: int = 10, threshold: float = 1e-3, w_bits: int = 
         >>> float(out["plain"].median()), round(float(out["inundated"].median()), 4)
         (0.0, 0.0011)
     """
+    _check_int(num_steps, "num_steps", 1)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),

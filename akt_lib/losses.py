@@ -54,9 +54,18 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, name: str = "y") -> Non
         raise ValueError(f"{name} must be int64 class indices of shape ({logits.shape[0]},), got {got}")
 
 
+# Checks of Python numbers only: these losses run inside compiled and graph-captured steps, where
+# a check of a tensor's value would synchronise with the device (or break the graph).
+
 def _check_positive(value: float, name: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_weight(value: float, name: str) -> None:
+    # A loss weight or mixing coefficient: finite and >= 0 (0 switches a term off).
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_scalar(x: torch.Tensor, name: str) -> None:
@@ -207,7 +216,7 @@ def gdfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.T
     Args:
         s_logits, t_logits: ``(B, C)``; the teacher's are detached.
         y: ``(B,)`` int64 labels of the generated images.
-        T: distillation temperature; alpha: KD weight; ce_weight: CE weight.
+        T: distillation temperature (> 0); alpha: KD weight; ce_weight: CE weight (both >= 0).
 
     Returns:
         Scalar tensor.
@@ -220,6 +229,8 @@ def gdfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.T
     _check_logits(s_logits, t_logits)
     _check_labels(y, s_logits)
     _check_positive(T, "T")
+    _check_weight(alpha, "alpha")
+    _check_weight(ce_weight, "ce_weight")
     return alpha * _kd_kl_mean(s_logits, t_logits, T) + ce_weight * F.cross_entropy(s_logits, y)
 
 
@@ -231,8 +242,8 @@ def ait_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float = 
 
     Args:
         s_logits, t_logits: ``(B, C)``; the teacher's are detached.
-        T: temperature; kd_scale, ce_scale: weights (AIT's scripts: 1 and 0).
-        y: ``(B,)`` int64 labels, required only when ``ce_scale != 0``.
+        T: temperature (> 0); kd_scale, ce_scale: weights, >= 0 (AIT's scripts: 1 and 0).
+        y: ``(B,)`` int64 labels, required only when ``ce_scale != 0`` (checked whenever given).
 
     Returns:
         Scalar tensor.
@@ -243,11 +254,14 @@ def ait_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float = 
     """
     _check_logits(s_logits, t_logits)
     _check_positive(T, "T")
+    _check_weight(kd_scale, "kd_scale")
+    _check_weight(ce_scale, "ce_scale")
+    if y is not None:
+        _check_labels(y, s_logits)
     loss = kd_scale * _kd_kl_mean(s_logits, t_logits, T)
     if ce_scale != 0:
         if y is None:
             raise ValueError("ait_student_loss: ce_scale != 0 needs the labels y")
-        _check_labels(y, s_logits)
         loss = loss + ce_scale * F.cross_entropy(s_logits, y)
     return loss
 
@@ -296,7 +310,7 @@ def akt_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, student_fea
         s_logits, t_logits: ``(B, C)``.
         student_feats, teacher_feats: matching lists of ``(B, C_l, H_l, W_l)`` maps (e.g. from
             ``akt_lib.features.FeatureTap``); the teacher's are detached.
-        alpha: RFD weight of the averaged form, in [0, 1].
+        alpha: RFD weight of the averaged form, in [0, 1] (checked by ``mix_rfd`` in both forms).
         tau: attention temperature; form: ``"released"`` or ``"averaged"``; T: KD temperature.
 
     Returns:
@@ -309,8 +323,6 @@ def akt_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, student_fea
         >>> sorted(parts), float(parts["rfd"])
         (['kd', 'rfd'], 0.0)
     """
-    if form == "averaged" and not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     kd = adadfq_student_loss(s_logits, t_logits, T)
     rfd = rfd_loss(student_feats, teacher_feats, tau=tau, form=form)
     return mix_rfd(kd, rfd, form, alpha), {"kd": kd.detach(), "rfd": rfd.detach()}
@@ -323,6 +335,15 @@ def mix_rfd(host: torch.Tensor, rfd: torch.Tensor, form: str = "released", alpha
     ``"averaged"``: ``alpha·rfd + (1 - alpha)·host``, the paper's mixing. ``akt_student_loss`` is
     this with AdaDFQ's entropy loss as the host; the zero-shot trainer also puts RFD on GDFQ's.
 
+    Args:
+        host, rfd: scalar tensors, the host student loss and ``rfd_loss(form=form)``.
+        form: ``"released"`` or ``"averaged"``.
+        alpha: the RFD weight of the averaged form, a number in [0, 1]. The released form ignores
+            it, but a value outside [0, 1] is refused there too (it can only be a mistake).
+
+    Raises:
+        ValueError: an unknown ``form``, or ``alpha`` not a number in [0, 1].
+
     Examples:
         >>> host, rfd = torch.tensor(2.0), torch.tensor(6.0)
         >>> float(mix_rfd(host, rfd)), float(mix_rfd(host, rfd, "averaged", alpha=0.25))
@@ -330,6 +351,8 @@ def mix_rfd(host: torch.Tensor, rfd: torch.Tensor, form: str = "released", alpha
     """
     if form not in RFD_FORMS:
         raise ValueError(f"form must be one of {RFD_FORMS}, got {form!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     return alpha * rfd + (1.0 - alpha) * host if form == "averaged" else host + rfd
 
 
@@ -343,7 +366,7 @@ def gdfq_generator_loss(t_logits: torch.Tensor, y: torch.Tensor, bns: torch.Tens
         t_logits: teacher logits of the generated images ``(B, C)`` (not detached).
         y: ``(B,)`` int64 labels the generator was asked for.
         bns: the precomputed BN-statistics loss, a scalar tensor.
-        bns_weight: its weight (0.1).
+        bns_weight: its weight (0.1), >= 0.
 
     Examples:
         >>> round(float(gdfq_generator_loss(torch.zeros(2, 10), torch.tensor([0, 1]), torch.tensor(1.0))), 4)
@@ -353,6 +376,7 @@ def gdfq_generator_loss(t_logits: torch.Tensor, y: torch.Tensor, bns: torch.Tens
         raise ValueError(f"t_logits must be (B, num_classes) logits, got {getattr(t_logits, 'shape', t_logits)!r}")
     _check_labels(y, t_logits)
     _check_scalar(bns, "bns")
+    _check_weight(bns_weight, "bns_weight")
     return F.cross_entropy(t_logits, y) + bns_weight * bns.reshape(())
 
 
@@ -366,7 +390,8 @@ def adadfq_margin_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, lambda_l:
     hinge is a clamp, so any batch size works. The gradient flows through ``min H`` too, as there.
 
     Args:
-        t_logits, s_logits: ``(B, C)`` (not detached: the generator is trained through both).
+        t_logits, s_logits: ``(B, C)`` with ``C >= 2`` (``log C`` normalises the entropy; not
+            detached: the generator is trained through both).
         lambda_l, lambda_u: lower and upper margins, ``0 <= lambda_l <= lambda_u <= 1``.
 
     Returns:
@@ -379,8 +404,11 @@ def adadfq_margin_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, lambda_l:
         0.15
     """
     _check_logits(t_logits, s_logits, "t_logits/s_logits")
-    if not 0.0 <= lambda_l <= lambda_u <= 1.0:
-        raise ValueError(f"need 0 <= lambda_l <= lambda_u <= 1, got lambda_l={lambda_l}, lambda_u={lambda_u}")
+    if t_logits.shape[1] < 2:  # log 1 = 0: the normalised entropy would be meaningless
+        raise ValueError(f"t_logits must have at least 2 classes, got shape {tuple(t_logits.shape)}")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lambda_l, lambda_u))
+    if not (numbers and 0.0 <= lambda_l <= lambda_u <= 1.0):
+        raise ValueError(f"need 0 <= lambda_l <= lambda_u <= 1, got lambda_l={lambda_l!r}, lambda_u={lambda_u!r}")
     h = _entropy(t_logits - s_logits)  # (B,)
     h_min = h.min()
     denom = (math.log(t_logits.shape[1]) - h_min).clamp_min(torch.finfo(h.dtype).tiny)
@@ -402,7 +430,8 @@ def adadfq_generator_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, y: tor
     Args:
         t_logits, s_logits: ``(B, C)`` on the generated images (not detached).
         y: ``(B,)`` int64 labels; bns: precomputed scalar BN-statistics loss.
-        alpha_ds, alpha_as, lambda_l, lambda_u, beta, gamma: AdaDFQ's weights (defaults = its).
+        alpha_ds, alpha_as, lambda_l, lambda_u, beta, gamma: AdaDFQ's weights (defaults = its);
+            ``alpha_ds``, ``alpha_as``, ``beta``, ``gamma`` finite and >= 0.
         return_parts: also return ``{"margin", "ds", "as", "onehot", "bns"}`` (detached).
 
     Returns:
@@ -416,6 +445,8 @@ def adadfq_generator_loss(t_logits: torch.Tensor, s_logits: torch.Tensor, y: tor
     _check_logits(t_logits, s_logits, "t_logits/s_logits")
     _check_labels(y, t_logits)
     _check_scalar(bns, "bns")
+    for name, value in (("alpha_ds", alpha_ds), ("alpha_as", alpha_as), ("beta", beta), ("gamma", gamma)):
+        _check_weight(value, name)
     margin = adadfq_margin_loss(t_logits, s_logits, lambda_l, lambda_u)
     l_ds = F.cross_entropy(t_logits - s_logits, y)  # disagreement
     l_as = F.cross_entropy(t_logits + s_logits, y)  # agreement

@@ -114,7 +114,7 @@ class IntervalQuantizer(_Quantizer):
     Args:
         bits: 1..8.
         kind: ``"weight"`` or ``"act"`` (decides the output range and ``initialize``).
-        delta: initial EWGS ``delta`` (0 = straight-through).
+        delta: initial EWGS ``delta``, a finite number ``>= 0`` (0 = straight-through).
 
     Examples:
         >>> q = IntervalQuantizer(2, "weight"); _ = q.lower.data.fill_(-1.0), q.upper.data.fill_(1.0)
@@ -126,6 +126,8 @@ class IntervalQuantizer(_Quantizer):
         super().__init__(bits, "w_bits" if kind == "weight" else "a_bits")
         if kind not in ("weight", "act"):
             raise ValueError(f"kind must be 'weight' or 'act', got {kind!r}")
+        if isinstance(delta, bool) or not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
+            raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
         self.kind, self.levels = kind, 2**bits
         self.lower = nn.Parameter(torch.tensor(0.0 if kind == "act" else -1.0))
         self.upper = nn.Parameter(torch.tensor(1.0))
@@ -196,6 +198,8 @@ class LSQQuantizer(_Quantizer):
     """
 
     def __init__(self, bits: int, signed: bool):
+        if not isinstance(signed, bool):
+            raise TypeError(f"signed must be a bool, got {signed!r}")
         super().__init__(bits, "w_bits" if signed else "a_bits")
         if signed and bits < 2:
             raise ValueError("signed LSQ needs w_bits >= 2 (1 bit leaves Q_P = 0)")
@@ -459,6 +463,13 @@ def init_qat_model(qmodel: nn.Module, x: torch.Tensor) -> nn.Module:
     return qmodel
 
 
+def _check_trace_args(max_iter, tol) -> None:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+
+
 def hutchinson_trace(grad: torch.Tensor, x: torch.Tensor, max_iter: int = 50, tol: float = 1e-3,
                      generator: torch.Generator | None = None) -> float:
     """Hutchinson's estimate of ``Tr(∂²L/∂x²)`` from ``grad = ∂L/∂x`` (built with ``create_graph=True``).
@@ -469,11 +480,14 @@ def hutchinson_trace(grad: torch.Tensor, x: torch.Tensor, max_iter: int = 50, to
 
     Args:
         grad, x: same shape; ``grad`` must have a graph back to ``x``.
-        max_iter: most Hessian-vector products. tol: relative tolerance.
+        max_iter: most Hessian-vector products (a positive int). tol: relative tolerance (``>= 0``).
         generator: CPU generator for ``v`` (default: a fresh one seeded 0); the global RNG is untouched.
 
     Returns:
         The trace estimate (a float).
+
+    Raises:
+        ValueError: ``max_iter`` is not a positive int or ``tol`` not a finite number ``>= 0``.
 
     Examples:
         >>> x = torch.tensor([1.0, 2.0], requires_grad=True)
@@ -481,6 +495,7 @@ def hutchinson_trace(grad: torch.Tensor, x: torch.Tensor, max_iter: int = 50, to
         >>> hutchinson_trace(g, x)  # H = diag(6x) = diag(6, 12)
         18.0
     """
+    _check_trace_args(max_iter, tol)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     samples, previous = [], 0.0
     for _ in range(max_iter):
@@ -529,6 +544,7 @@ def update_ewgs_deltas(model: nn.Module, loss_fn: Callable[[nn.Module, object], 
                          "(quantize_model_qat(model, QATConfig(method='ewgs')))")
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")
+    _check_trace_args(max_iter, tol)  # before any batch runs, not at the first non-constant gradient
     quantizers = [q for _, m in layers for q in (m.w_quant, m.a_quant)]
     sums, used, gen = [0.0] * len(quantizers), 0, torch.Generator().manual_seed(seed)
     was_training = model.training

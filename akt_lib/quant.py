@@ -72,6 +72,8 @@ def check_bits(bits, name: str = "num_bits", allowed: Iterable[int] = range(2, 9
         ValueError: w_bits must be one of 2..8, got 9
     """
     allowed = sorted(allowed)
+    if not allowed:
+        raise ValueError(f"allowed must name at least one bit-width, got {allowed!r}")
     if isinstance(bits, bool) or not isinstance(bits, int):
         raise TypeError(f"{name} must be an int bit-width, got {bits!r} ({type(bits).__name__})")
     if bits not in allowed:
@@ -80,7 +82,30 @@ def check_bits(bits, name: str = "num_bits", allowed: Iterable[int] = range(2, 9
     return bits
 
 
-def affine_params(lo: torch.Tensor, hi: torch.Tensor, num_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_range(lo, hi) -> None:
+    # Refuse an inverted (lo > hi) or non-finite range. Python numbers and CPU tensors are checked.
+    # A tensor on CUDA (or any other device) is not: reading its values back would synchronise
+    # the host with the device at every call. Nor is anything under torch.compile, where the
+    # data-dependent branch would break the graph.
+    if any(isinstance(v, torch.Tensor) and (v.device.type != "cpu" or torch.compiler.is_compiling())
+           for v in (lo, hi)):
+        return
+    lo_t, hi_t = torch.as_tensor(lo), torch.as_tensor(hi)
+    if not (bool(torch.isfinite(lo_t).all()) and bool(torch.isfinite(hi_t).all())):
+        raise ValueError(f"lo and hi must be finite, got lo={lo!r}, hi={hi!r}")
+    if bool((lo_t > hi_t).any()):
+        raise ValueError(f"lo must be <= hi, got lo={lo!r}, hi={hi!r}")
+
+
+def _check_momentum(momentum) -> None:
+    # One rule for QuantConfig and QuantAct. momentum = 1 would freeze a moving average at its
+    # start (and divide by 1 - 1^t = 0 in "ema_biased"); momentum = 0 would make it the last batch.
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 < momentum < 1.0:
+        raise ValueError(f"momentum must be a number in (0, 1), got {momentum!r}")
+
+
+def affine_params(lo: torch.Tensor, hi: torch.Tensor, num_bits: int, *,
+                  check_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point of the reference's asymmetric quantizer (methods.md §1.2).
 
     ``s = (2^k - 1) / max(hi - lo, 1e-8)`` and ``z = round(s * lo) + 2^(k-1)``. Note the reference's
@@ -89,31 +114,43 @@ def affine_params(lo: torch.Tensor, hi: torch.Tensor, num_bits: int) -> tuple[to
 
     Args:
         lo, hi: range end points, any broadcastable shape (per channel: ``(C, 1)``).
-        num_bits: k.
+        num_bits: k, 1..8.
+        check_range: refuse ``lo > hi`` and non-finite end points. Only CPU tensors are checked
+            (outside ``torch.compile``): on CUDA the check would cost a host synchronisation.
+            Callers whose range is a min/max they just computed pass ``False``.
 
     Returns:
         ``(s, z)`` with the shape of ``lo``.
+
+    Raises:
+        TypeError, ValueError: a bad ``num_bits`` (see ``check_bits``).
+        ValueError: ``lo > hi`` or a non-finite end point (when checked).
 
     Examples:
         >>> s, z = affine_params(torch.tensor(-1.0), torch.tensor(2.0), 2)
         >>> float(s), float(z)
         (1.0, 1.0)
     """
+    check_bits(num_bits, "num_bits", range(1, 9))
+    if check_range:
+        _check_range(lo, hi)
     n_levels = 2**num_bits - 1
     s = n_levels / torch.clamp(hi - lo, min=1e-8)
     z = torch.round(s * lo) + 2 ** (num_bits - 1)
     return s, z
 
 
-def quantize_affine(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, num_bits: int) -> torch.Tensor:
+def quantize_affine(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, num_bits: int, *,
+                    check_range: bool = True) -> torch.Tensor:
     """Fake-quantize ``x`` on the range ``[lo, hi]`` (forward only, no gradient trick).
 
     ``q = clamp(round(s*x - z), -2^(k-1), 2^(k-1) - 1)`` and ``x_hat = (q + z) / s``.
 
     Args:
         x: any shape.
-        lo, hi: broadcastable against ``x``.
-        num_bits: k.
+        lo, hi: broadcastable against ``x``; ``lo <= hi``, finite.
+        num_bits: k, 1..8.
+        check_range: as in ``affine_params``.
 
     Returns:
         ``x_hat``, same shape and dtype as ``x``.
@@ -122,7 +159,7 @@ def quantize_affine(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, num_bit
         >>> quantize_affine(torch.tensor([-1.0, 0.4, 2.0]), torch.tensor(-1.0), torch.tensor(2.0), 2)
         tensor([-1.,  0.,  2.])
     """
-    s, z = affine_params(lo, hi, num_bits)
+    s, z = affine_params(lo, hi, num_bits, check_range=check_range)
     half = 2 ** (num_bits - 1)
     q = torch.clamp(torch.round(s * x - z), -half, half - 1)
     return (q + z) / s
@@ -158,16 +195,19 @@ def fake_quantize_weight(w: torch.Tensor, num_bits: int) -> torch.Tensor:
     rows = w.detach().flatten(1)  # (C_out, fan_in)
     lo = rows.amin(dim=1).view(-1, *([1] * (w.dim() - 1)))  # (C_out, 1, ...)
     hi = rows.amax(dim=1).view_as(lo)
-    return _ste(w, quantize_affine(w.detach(), lo, hi, num_bits))
+    # lo <= hi by construction; checking the values would synchronise on CUDA at every forward.
+    return _ste(w, quantize_affine(w.detach(), lo, hi, num_bits, check_range=False))
 
 
-def fake_quantize_activation(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, num_bits: int) -> torch.Tensor:
+def fake_quantize_activation(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, num_bits: int, *,
+                             check_range: bool = True) -> torch.Tensor:
     """Per-tensor asymmetric fake quantization on a given range, identity STE (no clip mask).
 
     Args:
         x: activations, any shape.
-        lo, hi: scalar tensors, the calibrated range.
+        lo, hi: scalar tensors, the calibrated range (``lo <= hi``, finite).
         num_bits: integer in 1..8.
+        check_range: as in ``affine_params``.
 
     Returns:
         The dequantized activations, same shape.
@@ -176,7 +216,7 @@ def fake_quantize_activation(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
         >>> fake_quantize_activation(torch.tensor([0.0, 0.3, 5.0]), torch.tensor(0.0), torch.tensor(3.0), 2)
         tensor([0., 0., 3.])
     """
-    return _ste(x, quantize_affine(x.detach(), lo, hi, num_bits))
+    return _ste(x, quantize_affine(x.detach(), lo, hi, num_bits, check_range=check_range))  # checks num_bits
 
 
 class QuantAct(nn.Module):
@@ -197,7 +237,7 @@ class QuantAct(nn.Module):
     Args:
         num_bits: activation bit-width, 1..8.
         range_update: one of ``RANGE_UPDATES``.
-        momentum: beta of the moving averages.
+        momentum: beta of the moving averages, in (0, 1).
 
     Examples:
         >>> act = QuantAct(4)
@@ -211,8 +251,7 @@ class QuantAct(nn.Module):
         self.num_bits = check_bits(num_bits, "a_bits", range(1, 9))
         if range_update not in RANGE_UPDATES:
             raise ValueError(f"range_update must be one of {RANGE_UPDATES}, got {range_update!r}")
-        if not 0.0 < momentum < 1.0:
-            raise ValueError(f"momentum must be in (0, 1), got {momentum}")
+        _check_momentum(momentum)
         self.range_update = range_update
         self.momentum = momentum
         self.frozen = False
@@ -263,7 +302,10 @@ class QuantAct(nn.Module):
                 "QuantAct is frozen but its range was never calibrated: run some batches through the "
                 "model after unfreeze_act_ranges(model) (or load a calibrated state dict) first"
             )
-        return fake_quantize_activation(x, self.x_min.to(x.dtype), self.x_max.to(x.dtype), self.num_bits)
+        # The running range is a min/max (or a moving average of them), so lo <= hi; checking it here
+        # would synchronise on CUDA at every forward. A NaN range (from NaN activations) passes through.
+        return fake_quantize_activation(x, self.x_min.to(x.dtype), self.x_max.to(x.dtype), self.num_bits,
+                                        check_range=False)
 
     @property
     def _calibrated(self) -> bool:
@@ -328,8 +370,8 @@ class QuantConfig:
         a_bits: activation bit-width (same range).
         range_update: activation-range rule while calibrating, one of ``RANGE_UPDATES``
             (``"ema_biased"`` = the reference, overshoot included).
-        momentum: beta of the activation-range moving average.
-        allow_binary: admit 1-bit (for the methods that need it).
+        momentum: beta of the activation-range moving average, in (0, 1).
+        allow_binary: admit 1-bit (for the methods that need it); a bool.
 
     Examples:
         >>> QuantConfig(w_bits=4, a_bits=4).name
@@ -343,11 +385,14 @@ class QuantConfig:
     allow_binary: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.allow_binary, bool):  # a truthy string must not switch on 1-bit
+            raise ValueError(f"allow_binary must be True or False, got {self.allow_binary!r}")
         allowed = range(1, 9) if self.allow_binary else range(2, 9)
         check_bits(self.w_bits, "w_bits", allowed)
         check_bits(self.a_bits, "a_bits", allowed)
         if self.range_update not in RANGE_UPDATES:
             raise ValueError(f"range_update must be one of {RANGE_UPDATES}, got {self.range_update!r}")
+        _check_momentum(self.momentum)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,7 @@ zero-shot quantization chapter.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import torch
@@ -34,6 +35,15 @@ INITS = ("gaussian", "zeroq_uniform")
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _finite_number(value, name: str, positive: bool) -> float:
+    """``value`` if it is a finite int/float (not a bool) that is ``> 0`` (``positive``) or ``>= 0``."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     return value
 
 
@@ -99,14 +109,14 @@ def distill_data(teacher: nn.Module, num_images: int = 32, batch_size: int = 32,
         num_images: how many images to distil.
         batch_size: images optimised together (the per-sample loss is ÷ batch).
         steps: Adam steps per batch.
-        lr: Adam's initial learning rate.
+        lr: Adam's initial learning rate (a finite number > 0).
         generator: a ``torch.Generator`` (random numbers, not a GDFQ generator) for the initial noise.
         device: where to run; default the teacher's device (the teacher must already be there).
         progress: show a tqdm bar per batch (reads the loss every 25 steps).
         image_shape: ``(C, H, W)`` of one image.
         init: ``"gaussian"`` (N(0, 1) pixels, as §6 describes) or ``"zeroq_uniform"`` (the released
             code's near-constant start, see ``_initial_images``).
-        patience, min_lr: of the plateau schedule.
+        patience, min_lr: of the plateau schedule (``min_lr`` a finite number ``>= 0``).
         eps: of ``zeroq_bns_loss``.
         return_losses: also return the loss of every step.
 
@@ -125,8 +135,9 @@ def distill_data(teacher: nn.Module, num_images: int = 32, batch_size: int = 32,
     for value, name in ((num_images, "num_images"), (batch_size, "batch_size"), (steps, "steps"),
                         (patience, "patience")):
         _positive_int(value, name)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    _finite_number(lr, "lr", positive=True)
+    _finite_number(min_lr, "min_lr", positive=False)
+    _finite_number(eps, "eps", positive=False)
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     image_shape = tuple(image_shape)
@@ -201,8 +212,8 @@ def zeroq_ptq(teacher: nn.Module, quant_config: QuantConfig, images, batch_size:
     Args:
         teacher: the full-precision model.
         quant_config: a ``QuantConfig`` (bit-widths).
-        images: calibration images, ``(N, C, H, W)`` float (e.g. from ``distill_data``), or a list
-            of such batches.
+        images: calibration images, ``(N, C, H, W)`` float and finite (e.g. from ``distill_data``),
+            or a list of such batches.
         batch_size: calibration batch; with min/max and BN in eval mode it only affects memory.
 
     Returns:
@@ -226,6 +237,8 @@ def zeroq_ptq(teacher: nn.Module, quant_config: QuantConfig, images, batch_size:
         raise ValueError(f"images must be a non-empty (N, C, H, W) float tensor, got {got}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float (normalised), got {images.dtype}; distill_data returns such images")
+    if not bool(torch.isfinite(images).all()):  # once per call: a NaN would freeze NaN ranges into the model
+        raise ValueError("images hold NaN or infinite values: they would become the calibrated activation ranges")
     config = dataclasses.replace(quant_config, range_update="minmax")
     qmodel = quantize_model(teacher, config).eval()
     unfreeze_act_ranges(qmodel)

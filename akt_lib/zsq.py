@@ -146,7 +146,7 @@ class ZSQConfig:
             check_count(getattr(self, name), name, minimum=1)
         check_count(self.seed, "seed")
         check_count(self.warmup_epochs, "warmup_epochs")
-        for name in ("lr_s", "lr_g", "temperature", "rfd_tau", "lr_gamma", "gdfq_bns_weight"):
+        for name in ("lr_s", "lr_g", "temperature", "rfd_tau", "gdfq_bns_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -163,8 +163,11 @@ class ZSQConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} (epochs={self.epochs})")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (batch statistics)")
-        if not 0.0 <= self.akt_alpha <= 1.0:
-            raise ValueError(f"akt_alpha must be in [0, 1], got {self.akt_alpha}")
+        for name, low, low_open in (("akt_alpha", 0.0, False), ("lr_gamma", 0.0, True)):
+            value = getattr(self, name)  # lr_gamma also decays gradient inundation's threshold: a factor <= 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    low < value <= 1.0 if low_open else low <= value <= 1.0):
+                raise ValueError(f"{name} must be a number in {'(' if low_open else '['}0, 1], got {value!r}")
         if not 0.0 < self.gi_threshold < 1.0:
             raise ValueError(f"gi_threshold must be in (0, 1), got {self.gi_threshold}")
         if self.eval_subset is not None and (isinstance(self.eval_subset, bool) or not isinstance(self.eval_subset, int)

@@ -6,8 +6,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from akt_lib.augment import crop_flip, draw_crop_flip_params, random_crop_flip
 
-torch.set_num_threads(2)
-
 
 def _oracle(x, top, left, flip, padding):
     """torchvision, one image at a time: pad(fill=0) → crop → hflip."""

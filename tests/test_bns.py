@@ -10,8 +10,6 @@ from akt_lib.bns import BNStatsTap, bns_loss, zeroq_bns_loss
 from akt_lib.models import resnet20
 from akt_lib.quant import QuantConfig, quantize_model
 
-torch.set_num_threads(2)
-
 
 class TwoBN(nn.Module):
     """Two BNs reading the same input: the loss must be the mean of their two terms."""
@@ -45,16 +43,17 @@ def test_tap_records_bn_inputs_of_latest_forward_and_removes_hooks():
     blocks = [m for m in net.modules() if hasattr(m, "conv") and hasattr(m, "bn")]
     oracle = [b.conv.register_forward_hook(lambda m, a, o: conv_out.update({m: o})) for b in blocks]
     tap = BNStatsTap(net)
-    assert len(tap) == 21 and hooks_left(net) == 21 + 21 + 1
+    assert len(tap) == 21 and hooks_left(net) == 21 + 21 + 1 and tap.input_shape is None
     net(torch.randn(3, 3, 32, 32))
     net(torch.randn(2, 3, 32, 32))  # the tap must hold this batch, not the first
+    assert tap.input_shape == (2, 3, 32, 32)
     by_bn = {b.bn: conv_out[b.conv] for b in blocks}
     assert tap.layers == [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]  # module order
     assert all(x is by_bn[bn] and x.shape[0] == 2 for bn, x in zip(tap.layers, tap.inputs))
     tap.remove()
     for h in oracle:
         h.remove()
-    assert hooks_left(net) == 0
+    assert hooks_left(net) == 0 and tap.input_shape is None
     with pytest.raises(RuntimeError, match="run a forward pass"):
         tap.inputs
 
@@ -186,18 +185,22 @@ def test_bns_loss_before_forward_raises():
 
 # --- zeroq_bns_loss ------------------------------------------------------------------------------
 
-def test_zeroq_loss_hand_computed():
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_zeroq_loss_hand_computed(eps):
     # Two samples, one channel, 2x2: s1 = 0,0,2,2 (mean 1, unbiased var 4/3); s2 = 3,3,3,3 (mean 3, var 0).
+    # eps sits under every square root: the samples' sqrt(var + eps) and the BN target sqrt(running_var + eps).
+    # A large eps (0.5) makes a slip in either visible: with the target's eps dropped, 0.5 gives
+    # sigma_BN = 2 instead of sqrt(4.5) = 2.121, and the layer term changes by about 0.26.
     x = torch.tensor([0.0, 0.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]).view(2, 1, 2, 2)
     bn = nn.BatchNorm2d(1).eval()
     bn.running_mean.fill_(1.0)
-    bn.running_var.fill_(4.0)  # sigma_BN = 2
+    bn.running_var.fill_(4.0)
     with BNStatsTap(bn) as tap:
         bn(x)
-        loss = float(zeroq_bns_loss(tap, x, eps=0.0))
-    s = math.sqrt(4 / 3)
-    layer = ((1 - 1) ** 2 + (3 - 1) ** 2) / 2 + ((s - 2) ** 2 + (0 - 2) ** 2) / 2
-    image = (1**2 + 3**2) / 2 + ((s - 1) ** 2 + (0 - 1) ** 2) / 2  # targets mean 0, std 1
+        loss = float(zeroq_bns_loss(tap, x, eps=eps))
+    s1, s2, s_bn = math.sqrt(4 / 3 + eps), math.sqrt(0 + eps), math.sqrt(4 + eps)  # eps = 0: sqrt(4/3), 0, 2
+    layer = ((1 - 1) ** 2 + (3 - 1) ** 2) / 2 + ((s1 - s_bn) ** 2 + (s2 - s_bn) ** 2) / 2
+    image = (1**2 + 3**2) / 2 + ((s1 - 1) ** 2 + (s2 - 1) ** 2) / 2  # targets mean 0, std 1
     assert loss == pytest.approx(layer + image, rel=1e-6)
 
 
@@ -261,8 +264,17 @@ def test_zeroq_loss_bad_args():
             zeroq_bns_loss(tap, x[0])
         with pytest.raises(ValueError, match="recorded a batch of 2"):
             zeroq_bns_loss(tap, x[:1])
-        with pytest.raises(ValueError, match="eps"):
-            zeroq_bns_loss(tap, x, eps=-1.0)
+        for eps in (-1.0, float("nan"), float("inf"), True, "a"):
+            with pytest.raises(ValueError, match=f"eps must be a finite number >= 0, got {eps!r}"):
+                zeroq_bns_loss(tap, x, eps=eps)
+        with pytest.raises(ValueError, match="floating-point images fed to the teacher, got torch.int64"):
+            zeroq_bns_loss(tap, torch.ones(2, 3, 4, 4, dtype=torch.long))
+        # Not the images the teacher saw: other channels or another size (same batch).
+        with pytest.raises(ValueError, match=r"images of shape \(5, 4, 4\) but the teacher's latest forward "
+                                             r"received \(3, 4, 4\)"):
+            zeroq_bns_loss(tap, torch.randn(2, 5, 4, 4))
+        with pytest.raises(ValueError, match=r"shape \(3, 6, 6\) but the teacher's latest forward received"):
+            zeroq_bns_loss(tap, torch.randn(2, 3, 6, 6))
         bn(x[:, :, :1, :1])
         with pytest.raises(ValueError, match="2 spatial positions"):
             zeroq_bns_loss(tap, x[:, :, :1, :1])

@@ -299,6 +299,11 @@ def test_fixed_subset():
     for bad in (0, -1, 10_001):
         with pytest.raises(ValueError, match="subset size"):
             fixed_subset(bad, 10_000)
+    # True == 1 would pass the range check and quietly give a one-image "subset".
+    for n, total, match in ((True, 10, "n must be an int, got True"), (5.0, 10, "n must be an int, got 5.0"),
+                            (3, True, "total must be an int, got True")):
+        with pytest.raises(TypeError, match=match):
+            fixed_subset(n, total)
 
 
 def test_iterate_batches_in_order_and_drop_last():
@@ -327,7 +332,14 @@ def test_iterate_batches_shuffle_covers_everything_once():
         assert torch.equal(yb, xb * 2)  # labels stay with their images
 
 
-@pytest.mark.parametrize("bad", [0, -3])
+@pytest.mark.parametrize("bad", [0, -3, True, 2.0])
 def test_iterate_batches_bad_size(bad):
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {bad!r}"):
         next(iterate_batches(torch.arange(4), None, bad))
+
+
+@pytest.mark.parametrize("n_labels", [3, 6])
+def test_iterate_batches_needs_one_label_per_image(n_labels):
+    # 5 images and 3 labels used to give batches whose labels ran out: ((2,), (2,)), ((2,), (1,)), ((1,), (0,)).
+    with pytest.raises(ValueError, match=f"one label per row of x: x has 5 rows, y has shape \\({n_labels},\\)"):
+        next(iterate_batches(torch.zeros(5, 3), torch.arange(n_labels), 2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from akt_lib.data import normalize
 from akt_lib.evaluate import evaluate, predict
@@ -78,13 +79,49 @@ def test_an_uncalibrated_model_is_refused(model):
 @pytest.mark.parametrize("bad, match", [
     (dict(images=torch.zeros(2, 3, 32, 32)), "uint8"),
     (dict(labels=torch.zeros(3, dtype=torch.long)), "2 images but 3 labels"),
-    (dict(labels=torch.tensor([0, 10])), "up to 10"),
+    (dict(labels=torch.tensor([0, 10])), r"must be in \[0, 10\) \(cifar10 has 10 classes\), got labels from 0 to 10"),
+    # A -1 can never equal a prediction: accepting it would silently lower the accuracy.
+    (dict(labels=torch.tensor([-1, 0])), r"labels must be in \[0, 10\) .*got labels from -1 to 0"),
+    (dict(labels=torch.zeros(2)), r"must be an \(N,\) int64 tensor of class indices, got \(2,\) torch.float32"),
+    (dict(labels=torch.zeros(2, dtype=torch.int32)), r"int64 tensor of class indices, got \(2,\) torch.int32"),
+    # (N, 1) labels would broadcast against the (N,) predictions into an (N, N) comparison.
+    (dict(labels=torch.zeros(2, 1, dtype=torch.long)), r"int64 tensor of class indices, got \(2, 1\)"),
     (dict(dataset="mnist"), "mnist"),
     (dict(images=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(0, dtype=torch.long)), "empty"),
+    (dict(batch_size=True), "batch_size must be a positive int, got True"),
+    (dict(batch_size=0), "batch_size must be a positive int, got 0"),
+    (dict(batch_size=2.0), "batch_size must be a positive int, got 2.0"),
 ])
 def test_bad_inputs_raise(model, bad, match):
     args = dict(images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(2, dtype=torch.long),
-                dataset="cifar10")
+                dataset="cifar10", batch_size=200)
     args.update(bad)
     with pytest.raises(ValueError, match=match):
-        evaluate(model, args["images"], args["labels"], args["dataset"])
+        evaluate(model, args["images"], args["labels"], args["dataset"], args["batch_size"])
+
+
+@pytest.mark.parametrize("batch_size", [True, -1, 1.5])
+def test_predict_refuses_a_bad_batch_size(model, batch_size):
+    with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {batch_size!r}"):
+        predict(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "cifar10", batch_size=batch_size)
+
+
+def test_model_output_width_must_be_the_number_of_classes():
+    # A CIFAR-100 head on CIFAR-10 images: its argmax can be any of 100 classes, so the accuracy
+    # would be a meaningless number instead of an error.
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 100))
+    x, y = _images(5, 6)
+    with pytest.raises(ValueError, match=r"returned \(2, 100\) for a batch of 2 images, but cifar10 has 10 classes"):
+        evaluate(net, x, y, "cifar10", batch_size=2)
+    with pytest.raises(ValueError, match=r"cifar10-jpeg has 10 classes: expected \(5, 10\)"):
+        predict(net, x, "cifar10-jpeg")
+    net.train()
+    with pytest.raises(ValueError, match="cifar10 has 10 classes"):
+        evaluate(net, x, y, "cifar10")
+    assert net.training  # the mode is restored after the error too
+    head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 100))
+    y100 = torch.tensor([0, 99, 5, 42, 7])
+    with torch.no_grad():
+        head[1].weight.zero_()
+        head[1].bias.copy_(torch.eye(100)[99])  # always class 99
+    assert evaluate(head, x, y100, "cifar100") == pytest.approx(20.0)  # 1 of 5: the same head fits CIFAR-100

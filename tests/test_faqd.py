@@ -38,6 +38,14 @@ def test_fbit_by_hand():
     close(quantize_fbit(w), [0.0, -s, 2 * s, 4 * s, -6 * s, 7 * s])
 
 
+def test_fbit_entries_between_the_two_threshold_sets():
+    """δ = max|w|/15, not /14: max|w| = 1.5 -> δ = 0.1, thresholds .1, .3, ..., 1.3 (/14 would give δ = .10714,
+    thresholds .107, .321, ..., 1.393). |w| = [.105, .31, 1.5] sit between the two sets: q = [1, 2, 7] (/14:
+    [0, 0, 7]); s = (.105 + .62 + 10.5)/(1 + 4 + 49) = 11.225/54."""
+    s = 11.225 / 54
+    close(quantize_fbit(torch.tensor([0.105, -0.31, 1.5])), [s, -2 * s, 7 * s])
+
+
 def test_fbit_step_is_capped_at_10():
     """max|w| = 300 -> δ = min(20, 10) = 10: |w| = [300, 5, 15, 25] -> q = [7, 0, 1, 1] (δ = 20 would give
     q(15) = 0); s = (2100 + 15 + 25)/(49 + 1 + 1) = 2140/51."""
@@ -121,11 +129,20 @@ def test_quant_relu_clamps_alpha_and_defaults():
 
 
 def test_quant_relu_used_twice_in_one_graph():
-    """FAQD's blocks reuse one ReLU module twice per forward: the in-place alpha clamp must not break backward."""
-    relu = QuantReLU(2)
-    x = torch.rand(5, requires_grad=True)
-    relu(relu(x) * 2).sum().backward()
-    assert relu.alpha.grad is not None and x.grad is not None
+    """FAQD's blocks reuse one ReLU module twice per forward: the in-place alpha clamp must not break backward,
+    and both uses add their (separately clipped) alpha gradients. The rule of the 2-bit test applied twice
+    (α = 0.5: ceil steps up to 1, 1.5 above, gradient on (0, 1.5]), loss Σ y2 with y2 = Q(2·Q(x)):
+    x = [-.5, .2, .6, 1.2, 2]: y1 = [0, .5, 1, 1.5, 1.5]; u = 2·y1 = [0, 1, 2, 3, 3]; y2 = [0, 1, 1.5, 1.5, 1.5].
+    Second use, g = 1: du = [0, 1, 0, 0, 0] (only u = 1 inside); dα₂ = .01·(2·1 + 3·3) = .11.
+    First use, g = dy1 = 2·du = [0, 2, 0, 0, 0]: dx = g on (0, 1.5] = [0, 2, 0, 0, 0]; dα₁ = .01·(2·2) = .04.
+    α.grad = .11 + .04 = .15."""
+    relu = QuantReLU(2, alpha_init=0.5)
+    x = torch.tensor([-0.5, 0.2, 0.6, 1.2, 2.0], requires_grad=True)
+    y2 = relu(relu(x) * 2)
+    close(y2, [0.0, 1.0, 1.5, 1.5, 1.5])
+    y2.sum().backward()
+    close(x.grad, [0.0, 2.0, 0.0, 0.0, 0.0])
+    close(relu.alpha.grad, 0.15)
 
 
 # --- the model verb ----------------------------------------------------------------------------------
@@ -201,14 +218,34 @@ def test_faqd_weight_only_keeps_float_relus():
     assert sum(type(m) is nn.ReLU for m in q.modules()) == 19
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(w_bits=3), ValueError, r"FAQD's w_bits must be one of \[1, 2, 4\], got 3"),
+    # True == 1 and 4.0 == 4 pass a dict lookup; 4.0 would name records "w4.0a4".
+    (dict(w_bits=True), TypeError, r"FAQD's w_bits must be an int bit-width, got True \(bool\)"),
+    (dict(w_bits=4.0), TypeError, r"FAQD's w_bits must be an int bit-width, got 4.0 \(float\)"),
+    (dict(a_bits=3), ValueError, "FAQD gives no initial alpha for a_bits=3; pass alpha_init"),
+    (dict(a_bits=0), ValueError, "a_bits must be one of 1..8, got 0"),
+    (dict(alpha_init=-1.0), ValueError, "alpha_init must be a positive number, got -1.0"),
+    (dict(alpha_grad="frozen"), ValueError, r"alpha_grad must be one of \('paper', 'released'\), got 'frozen'"),
+])
+def test_faqd_config_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FAQDConfig(**kwargs)
+
+
+@pytest.mark.parametrize("w_bits, error, match", [
+    (3, ValueError, r"FAQD's w_bits must be one of \[1, 2, 4\], got 3"),
+    (True, TypeError, r"got True \(bool\)"),
+    (4.0, TypeError, r"got 4.0 \(float\)"),
+])
+def test_faqd_conv_bad_bits(w_bits, error, match):
+    with pytest.raises(error, match=match):
+        FAQDConv2d(3, 3, 1, w_bits=w_bits)
+
+
 def test_faqd_bad_input():
-    for kwargs in (dict(w_bits=3), dict(w_bits=True), dict(a_bits=3), dict(a_bits=0), dict(alpha_init=-1.0),
-                   dict(alpha_grad="frozen")):
-        with pytest.raises((ValueError, TypeError)):
-            FAQDConfig(**kwargs)
     assert FAQDConfig(a_bits=3, alpha_init=0.3).name == "w4a3"
-    with pytest.raises(ValueError, match="alpha_grad must be one of \\('paper', 'released'\\)"):
-        FAQDConfig(alpha_grad="frozen")
+    assert FAQDConfig(w_bits=1, a_bits=None).name == "w1a32" and FAQDConv2d(3, 3, 1, w_bits=2).w_bits == 2
     with pytest.raises(TypeError, match="learn_alpha must be a bool"):
         QuantReLU(2, learn_alpha="no")
     with pytest.raises(TypeError, match="FAQDConfig"):
@@ -218,8 +255,6 @@ def test_faqd_bad_input():
 
 
 def test_quantize_model_dispatches_to_faqd():
-    if not hasattr(quant, "register_quantizer"):
-        pytest.skip("akt_lib.quant has no quantizer registry yet (the dispatch diff is pending)")
     q = quant.quantize_model(resnet20(), FAQDConfig(w_bits=1, a_bits=1))
     assert sum(isinstance(m, FAQDConv2d) for m in q.modules()) == 21
 
@@ -355,8 +390,18 @@ def test_time_fa_losses_report():
     (lambda: fa_loss(torch.rand(2, 3, 4, 4), torch.rand(3, 3, 4, 4)), "batch"),
     (lambda: fa_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), order=3), "order"),
     (lambda: ffa_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), 0), "num_projections"),
-    (lambda: ffa_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), eps=-1.0), "eps"),
-    (lambda: time_fa_losses(batch=0), "batch")])
+    (lambda: ffa_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), eps=-1.0), "eps must be a finite number >= 0"),
+    (lambda: fa_loss(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), eps=math.inf), "eps must be a finite number >= 0"),
+    (lambda: ffa_expected(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), eps=math.nan), "eps must be a finite"),
+    (lambda: time_fa_losses(batch=0), "batch"),
+    (lambda: time_fa_losses(batch=1, stages=(), device="cpu"), r"stages must be a non-empty sequence.*got \(\)"),
+    (lambda: time_fa_losses(batch=1, stages=((4, 0),), device="cpu"), r"positive-int pairs, got \(\(4, 0\),\)"),
+    (lambda: ffa_convergence(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), ks=()), "ks must be a non-empty"),
+    (lambda: ffa_convergence(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4), ks=(4, True)), "positive ints"),
+    # Identical maps: FA = 0 and the limit 0, so the relative errors would divide by zero.
+    (lambda: ffa_convergence(torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4), ks=(1,), trials=1),
+     r"identical affinities \(FA = 0"),
+])
 def test_loss_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -134,6 +134,11 @@ def test_bad_inputs():
         FeatureTap(nn.Sequential(nn.Conv2d(3, 3, 1)), kind="stage")
     with pytest.raises(TypeError, match="nn.Module"):
         FeatureTap("resnet20")
+    model = resnet20()
+    for detach in ("no", 0, None):  # a truthy string used to be kept and detach every map
+        with pytest.raises(TypeError, match=f"detach must be a bool, got {detach!r}"):
+            FeatureTap(model, detach=detach)
+    assert not model._forward_hooks and not model._forward_pre_hooks  # refused before any hook is installed
 
 
 def test_option_a_blocks_tap_the_pre_add_branch():

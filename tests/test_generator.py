@@ -6,8 +6,6 @@ from torch import nn
 
 from akt_lib.generator import GDFQGenerator, sample_latent
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def gen():
@@ -133,6 +131,11 @@ def test_bad_forward_args(gen):
         gen(z, y[:2])
     with pytest.raises(TypeError, match="integer labels"):
         gen(z, y.float())
+    # On the CPU a label outside [0, 10) is named (the embedding's own error is a bare IndexError).
+    for bad, lo, hi in (([10, 3, 0], 0, 10), ([-1, 3, 9], -1, 9)):
+        with pytest.raises(ValueError, match=rf"in \[0, num_classes\) = \[0, 10\), got labels from {lo} to {hi}"):
+            gen(z, torch.tensor(bad))
+    assert gen(z, torch.tensor([0, 9, 9])).shape == (3, 3, 32, 32)  # both ends of the range are fine
 
 
 @pytest.mark.parametrize("args", [(0, 10, 100), (4, 0, 100), (4, 10, -1), (4.0, 10, 100)])

@@ -91,6 +91,28 @@ def test_reference_search_by_hand():
     assert float(a) == 29.0 and float(f) == pytest.approx(1 / 3)
 
 
+def test_a_fraction_exactly_at_the_threshold_counts_as_reached():
+    # The spec's test is f(a) >= threshold (§3a step 4), so a fraction *equal* to the threshold
+    # stops the doubling. Here it is attainable exactly: one code of a 4-weight row, f = 1/4.
+    # One row, 2 bits: s = 3/1.5 = 2, z = round(0) + 2 = 2, codes round(2w - 2) = [-2, -1, 0, 1].
+    # Only w[1] = 0.4633 moves (up, by lr*a); its code changes once w[1] > 0.75, i.e. lr*a > 0.2867,
+    # and until it passes the row max 1.5 no other code moves: f = 1/4 exactly, in floating point too.
+    w, d = torch.tensor([[0.0, 0.4633, 1.0, 1.5]]), torch.tensor([[0.0, -1.0, 0.0, 0.0]])
+    assert code_change_fraction(w, d, torch.tensor([28.0, 29.0, 32.0, 64.0]), 2, lr=0.01).tolist() == [
+        0.0, 0.25, 0.25, 0.25]
+    # lr = 1: f(1) = 1/4 = threshold already, so a = 1 (a strict > would go on doubling).
+    assert reference_search(w, d, lr=1.0, threshold=0.25, num_bits=2) == (1.0, 0.25)
+    assert tuple(map(float, search_scale(w, d, lr=1.0, threshold=0.25, num_bits=2))) == (1.0, 0.25)
+    # lr = 0.01: f(1..16) = 0 and f(32) = 1/4 = threshold: the doubling stops at 32 (a strict > would
+    # pass 32 and 64, both at f = 1/4). Bisection of [16, 32]: 24 (f = 0, below), 28 (f = 0, below),
+    # 30 (f = 1/4: |f - threshold| = 0 < threshold/100, the early stop) -> a = 30.
+    assert reference_search(w, d, lr=0.01, threshold=0.25, num_bits=2) == (30.0, 0.25)
+    assert tuple(map(float, search_scale(w, d, lr=0.01, threshold=0.25, num_bits=2))) == (30.0, 0.25)
+    # "closest" scans 16.5, 17, ..., 32: the first with |f - threshold| = 0 is 29.
+    a, f = search_scale(w, d, lr=0.01, threshold=0.25, num_bits=2, select="closest")
+    assert (float(a), float(f)) == (29.0, 0.25)
+
+
 @pytest.mark.parametrize("thr", [1e-3, 1e-2])
 @pytest.mark.parametrize("k", [4, 5])
 def test_vectorised_search_reproduces_the_reference(thr, k):
@@ -156,13 +178,15 @@ def test_one_step_reaches_the_target_fraction(thr, k):
     assert stats["scale"] > 4 and measured == stats["fraction"]  # the search predicted this exact step
 
 
-def test_unscaled_step_is_torch_nesterov_sgd_bit_for_bit():
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_unscaled_step_is_torch_nesterov_sgd_bit_for_bit(weight_decay):
+    # With weight decay the update is torch's too: d_p = g + wd*w, in the buffer and in the step.
     torch.manual_seed(0)
     model = quantize_model(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
                                          nn.Linear(8 * 4 * 4, 5)), QuantConfig(4, 4))
     ref = copy.deepcopy(model)
-    opt = GradientInundationSGD(inundation_param_groups(model), lr=0.1, threshold=1e-3)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    opt = GradientInundationSGD(inundation_param_groups(model), lr=0.1, threshold=1e-3, weight_decay=weight_decay)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     for step in range(3):
         for p, q in zip(model.parameters(), ref.parameters()):  # large gradients: f(1) >> 0.1 %
             p.grad = torch.randn_like(p)
@@ -172,6 +196,45 @@ def test_unscaled_step_is_torch_nesterov_sgd_bit_for_bit():
         assert all(s["scale"] == 1.0 and s["fraction"] >= 1e-3 for s in opt.last_stats().values())
         for (name, p), q in zip(model.named_parameters(), ref.parameters()):
             assert torch.equal(p, q), (step, name)
+
+
+def test_search_sees_the_raw_gradient_look_ahead_with_weight_decay():
+    """What the scale search is given when weight decay is on.
+
+    The spec (methods.md §3a, step 2) defines the search direction as the Nesterov look-ahead
+    ``d = g + m·(m·buf + g)`` with ``d = g + m·g`` on the first step, where ``g`` is the gradient
+    and ``buf`` the momentum buffer; it says nothing about decay (AIT trains with weight decay 0).
+    The reference computes it from the raw ``p.grad``, while its update (torch's SGD arithmetic)
+    uses ``d_p = g + wd·w``, so the decay reaches the search only through ``buf``, which accumulates
+    ``d_p``. The library does the same: here the step's (a, f) must be exactly what ``search_scale``
+    returns on that direction, computed from the buffer as it was before the step.
+
+    (Whether the decay term is in the look-ahead or not hardly matters to the search: ``wd·w``
+    shrinks a whole row and its min/max with it, and scaling a row scales its grid too, leaving the
+    codes as they are. So this test pins down the momentum look-ahead and the buffer's content.)
+    """
+    conv = pinned_conv(seed=2)
+    w, m, wd, lr = conv.weight, 0.9, 1e-2, 1e-4
+    opt = GradientInundationSGD(inundation_param_groups(conv), lr=lr, momentum=m, weight_decay=wd, cap_scale=False)
+    gen = torch.Generator().manual_seed(5)
+    for step in range(3):
+        g = torch.randn(w.shape, generator=gen) * 1e-3
+        w.grad = g.clone()
+        w_before = w.detach().clone()
+        buf = opt.state[w].get("momentum_buffer")
+        buf = None if buf is None else buf.clone()
+        look = torch.add(g, g, alpha=m) if buf is None else torch.add(g, buf * m + g, alpha=m)
+        opt.step()
+        stats = opt.last_stats()["weight"]
+        a, f = search_scale(w_before, look, lr, 1e-3, 4)
+        assert (stats["scale"], stats["fraction"]) == (float(a), float(f)), step
+        assert stats["scale"] > 1, step  # small gradients: the search really chose the step
+        # The decay term is in the buffer (torch's: buf = m·buf + g + wd·w), not in the look-ahead.
+        d_p = torch.add(g, w_before, alpha=wd)
+        want_buf = d_p if buf is None else buf.mul(m).add(d_p)
+        assert torch.equal(opt.state[w]["momentum_buffer"], want_buf), step
+        # Without the momentum look-ahead (the raw g alone) the search would choose another scale.
+        assert float(search_scale(w_before, g, lr, 1e-3, 4)[0]) != stats["scale"], step
 
 
 def test_non_gi_params_are_plain_nesterov_sgd():
@@ -233,6 +296,7 @@ def test_schedules_and_cap_flag():
     assert [threshold_at_epoch(e) for e in (0, 99)] == [1e-3, 1e-3]
     assert threshold_at_epoch(100) == pytest.approx(1e-4) and threshold_at_epoch(300) == pytest.approx(1e-6)
     assert threshold_at_epoch(150, base=0.01, decay_epochs=(50,), rate=0.5) == pytest.approx(0.005)
+    assert threshold_at_epoch(100, rate=1.0) == 1e-3  # rate = 1: no decay, allowed
     assert [scale_cap_at_epoch(e) for e in (0, 4, 5, 100)] == [True, True, False, False]
     conv = pinned_conv(seed=3)
     conv.weight.grad *= 1e-3  # so small that reaching 0.1 % needs a >> 128
@@ -261,11 +325,98 @@ def test_demo_shows_inundation():
     (dict(lr=0.0), "lr"), (dict(lr=-1e-4), "lr"), (dict(momentum=1.0), "momentum"),
     (dict(weight_decay=-1.0), "weight_decay"), (dict(num_bits=9), "num_bits"), (dict(num_bits=0), "num_bits"),
     (dict(select="best"), "select"), (dict(rounds=0), "rounds"), (dict(max_doublings=0), "max_doublings"),
+    (dict(lr=float("inf")), "lr"), (dict(lr=float("nan")), "lr"), (dict(lr=True), "lr"),
+    (dict(momentum=float("nan")), "momentum"), (dict(momentum=True), "momentum"),
+    (dict(weight_decay=float("nan")), "weight_decay"), (dict(weight_decay=float("inf")), "weight_decay"),
+    (dict(rounds=True), "rounds"), (dict(rounds=11), "rounds"), (dict(max_doublings=True), "max_doublings"),
+    (dict(threshold=float("nan")), "threshold"), (dict(cap_scale="no"), "cap_scale"), (dict(cap_scale=1), "cap_scale"),
 ])
 def test_bad_optimizer_arguments(kwargs, match):
     args = dict(lr=1e-4, num_bits=4) | kwargs
     with pytest.raises(ValueError, match=match):
         GradientInundationSGD([nn.Parameter(torch.zeros(2, 2))], **args)
+
+
+BAD_GROUP_VALUES = [
+    ("lr", -1.0), ("lr", 0.0), ("lr", float("inf")), ("lr", True), ("momentum", 1.0), ("momentum", -0.1),
+    ("weight_decay", float("nan")), ("weight_decay", -1e-4), ("threshold", 1.5), ("threshold", True),
+    ("rounds", 0), ("rounds", True), ("rounds", 2.0), ("max_doublings", 0), ("max_doublings", True),
+    ("select", "best"), ("num_bits", 9),
+]
+
+
+@pytest.mark.parametrize("key, value", BAD_GROUP_VALUES)
+def test_bad_param_group_values(key, value):
+    # A param group's own values are checked like the keyword arguments: at construction and in
+    # add_param_group. (Unchecked, lr = -1 in a group did gradient ascent and rounds = 0 crashed
+    # the first step with an index error.)
+    def group():
+        return {"params": [nn.Parameter(torch.zeros(2, 2))], "num_bits": 4, key: value}
+
+    with pytest.raises(ValueError, match=key):
+        GradientInundationSGD([group()], lr=1e-4)
+    opt = GradientInundationSGD([{"params": [nn.Parameter(torch.zeros(2, 2))], "num_bits": 4}], lr=1e-4)
+    with pytest.raises(ValueError, match=key):
+        opt.add_param_group(group())
+    assert len(opt.param_groups) == 1  # the refused group was not kept
+
+
+def test_good_param_group_values_are_kept():
+    w, v = nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(3, 2))
+    opt = GradientInundationSGD([{"params": [w], "num_bits": 4, "lr": 0.5, "rounds": 3}], lr=1e-4)
+    opt.add_param_group({"params": [v], "num_bits": 2, "weight_decay": 1e-4, "select": "closest"})
+    assert [(g["lr"], g["rounds"], g["weight_decay"], g["select"]) for g in opt.param_groups] == [
+        (0.5, 3, 0.0, "bisection"), (1e-4, 5, 1e-4, "closest")]
+
+
+BAD_SEARCH_ARGS = [
+    (dict(threshold=-1.0), "threshold"), (dict(threshold=0.0), "threshold"), (dict(threshold=1.0), "threshold"),
+    (dict(threshold=5.0), "threshold"), (dict(threshold=float("nan")), "threshold"),
+    (dict(threshold=True), "threshold"), (dict(lr=-1.0), "lr"), (dict(lr=0.0), "lr"), (dict(lr=float("inf")), "lr"),
+    (dict(lr=float("nan")), "lr"), (dict(lr=True), "lr"), (dict(rounds=0), "rounds"), (dict(rounds=-2), "rounds"),
+    (dict(rounds=True), "rounds"), (dict(rounds=2.0), "rounds"), (dict(max_doublings=-3), "max_doublings"),
+    (dict(max_doublings=True), "max_doublings"), (dict(max_doublings=200), "max_doublings"), (dict(cap="no"), "cap"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", BAD_SEARCH_ARGS + [(dict(select="best"), "select")])
+def test_search_scale_bad_arguments(kwargs, match):
+    w, d = rand_layer((4, 8), 0)
+    args = dict(lr=1e-4, threshold=1e-2, num_bits=4) | kwargs
+    with pytest.raises(ValueError, match=match):
+        search_scale(w, d, **args)
+
+
+@pytest.mark.parametrize("kwargs, match", BAD_SEARCH_ARGS)
+def test_reference_search_bad_arguments(kwargs, match):
+    w, d = rand_layer((4, 8), 0)
+    args = dict(lr=1e-4, threshold=1e-2, num_bits=4) | kwargs
+    with pytest.raises(ValueError, match=match):
+        reference_search(w, d, **args)
+
+
+def test_search_edge_arguments_are_accepted():
+    w, d = rand_layer((4, 8), 0)
+    # max_doublings = 0: the grid is a = 1 alone; rounds = 1: one bisection midpoint. Both agree.
+    for kwargs in (dict(max_doublings=0), dict(rounds=1), dict(max_doublings=60)):
+        a, f = search_scale(w, d, 1e-4, 1e-2, 4, **kwargs)
+        assert (float(a), float(f)) == reference_search(w, d, 1e-4, 1e-2, 4, **kwargs), kwargs
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: threshold_at_epoch(100, rate=-1.0), "rate"), (lambda: threshold_at_epoch(100, rate=0.0), "rate"),
+    (lambda: threshold_at_epoch(100, rate=1.5), "rate"), (lambda: threshold_at_epoch(100, rate=float("nan")), "rate"),
+    (lambda: threshold_at_epoch(100, rate=True), "rate"), (lambda: threshold_at_epoch(-1), "epoch"),
+    (lambda: threshold_at_epoch(True), "epoch"), (lambda: threshold_at_epoch(150.5), "epoch"),
+    (lambda: scale_cap_at_epoch(-5), "epoch"), (lambda: scale_cap_at_epoch(True), "epoch"),
+    (lambda: scale_cap_at_epoch(2.5), "epoch"), (lambda: scale_cap_at_epoch(4, warmup_epochs=-1), "warmup_epochs"),
+    (lambda: scale_cap_at_epoch(4, warmup_epochs=4.0), "warmup_epochs"),
+    (lambda: inundation_demo(num_steps=0), "num_steps"), (lambda: inundation_demo(num_steps=-2), "num_steps"),
+    (lambda: inundation_demo(num_steps=True), "num_steps"),
+])
+def test_bad_schedule_and_demo_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def test_other_bad_inputs():

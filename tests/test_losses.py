@@ -175,6 +175,8 @@ def test_rfd_bad_inputs():
         rfd_loss(fs, fs, form="sum")
     with pytest.raises(ValueError, match="tau"):
         rfd_loss(fs, fs, tau=0.0)
+    with pytest.raises(ValueError, match="tau must be a positive number, got True"):
+        rfd_loss(fs, fs, tau=True)
     with pytest.raises(TypeError, match="lists"):
         rfd_loss(fs[0], fs[0])
 
@@ -257,6 +259,66 @@ def test_student_loss_bad_inputs():
         adadfq_student_loss(s, t, T=0)
 
 
+NAN, INF = float("nan"), float("inf")
+_S, _T, _Y = _logits()
+_F = [torch.ones(4, 3, 2, 2)]
+_BNS = torch.tensor(1.0, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("call, match", [
+    # temperatures: finite, > 0, not a bool
+    (lambda: gdfq_student_loss(_S, _T, _Y, T=True), "T must be a positive number, got True"),
+    (lambda: ait_student_loss(_S, _T, T=INF), "T must be"),
+    (lambda: adadfq_student_loss(_S, _T, T=True), "T must be"),
+    (lambda: akt_student_loss(_S, _T, _F, _F, tau=True), "tau must be"),
+    # weights: finite, >= 0, not a bool
+    (lambda: gdfq_student_loss(_S, _T, _Y, alpha=NAN), "alpha must be a finite number >= 0, got nan"),
+    (lambda: gdfq_student_loss(_S, _T, _Y, alpha=-1.0), "alpha must be"),
+    (lambda: gdfq_student_loss(_S, _T, _Y, alpha=True), "alpha must be"),
+    (lambda: gdfq_student_loss(_S, _T, _Y, ce_weight=INF), "ce_weight must be"),
+    (lambda: gdfq_student_loss(_S, _T, _Y, ce_weight="1"), "ce_weight must be"),
+    (lambda: ait_student_loss(_S, _T, kd_scale=NAN), "kd_scale must be"),
+    (lambda: ait_student_loss(_S, _T, kd_scale=-0.5), "kd_scale must be"),
+    (lambda: ait_student_loss(_S, _T, ce_scale=-1.0, y=_Y), "ce_scale must be"),
+    (lambda: ait_student_loss(_S, _T, ce_scale=True, y=_Y), "ce_scale must be"),
+    # labels given but unused (ce_scale = 0) are still checked
+    (lambda: ait_student_loss(_S, _T, ce_scale=0.0, y="garbage"), "y must be int64"),
+    # AKT's mixing coefficient, in [0, 1], checked by mix_rfd in both forms
+    (lambda: mix_rfd(torch.tensor(1.0), torch.tensor(2.0), "averaged", alpha=5), "alpha must be a number in"),
+    (lambda: mix_rfd(torch.tensor(1.0), torch.tensor(2.0), "averaged", alpha=-0.1), "alpha must be"),
+    (lambda: mix_rfd(torch.tensor(1.0), torch.tensor(2.0), "averaged", alpha=NAN), "alpha must be"),
+    (lambda: mix_rfd(torch.tensor(1.0), torch.tensor(2.0), "averaged", alpha=True), "alpha must be"),
+    (lambda: mix_rfd(torch.tensor(1.0), torch.tensor(2.0), "released", alpha=7), "alpha must be"),
+    (lambda: akt_student_loss(_S, _T, _F, _F, alpha=True, form="averaged"), "alpha must be"),
+    (lambda: akt_student_loss(_S, _T, _F, _F, alpha=7, form="released"), "alpha must be"),
+    # generator weights
+    (lambda: gdfq_generator_loss(_T, _Y, _BNS, bns_weight=NAN), "bns_weight must be"),
+    (lambda: gdfq_generator_loss(_T, _Y, _BNS, bns_weight=-0.1), "bns_weight must be"),
+    (lambda: gdfq_generator_loss(_T, _Y, _BNS, bns_weight=True), "bns_weight must be"),
+    (lambda: adadfq_generator_loss(_T, _S, _Y, _BNS, alpha_ds=-5.0), "alpha_ds must be"),
+    (lambda: adadfq_generator_loss(_T, _S, _Y, _BNS, alpha_as=NAN), "alpha_as must be"),
+    (lambda: adadfq_generator_loss(_T, _S, _Y, _BNS, beta=NAN), "beta must be"),
+    (lambda: adadfq_generator_loss(_T, _S, _Y, _BNS, gamma=INF), "gamma must be"),
+    (lambda: adadfq_generator_loss(_T, _S, _Y, _BNS, gamma=True), "gamma must be"),
+    # the margin loss: C >= 2 classes (log C normalises the entropy), numeric margins
+    (lambda: adadfq_margin_loss(_T[:, :1], _S[:, :1]), "at least 2 classes"),
+    (lambda: adadfq_margin_loss(_T, _S, lambda_l=True), "lambda_l"),
+    (lambda: adadfq_margin_loss(_T, _S, lambda_u=NAN), "lambda_u"),
+])
+def test_weights_and_temperatures_bad_inputs(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_weights_at_their_bounds_are_accepted():
+    s, t, y = _logits(seed=29)
+    host, rfd = torch.tensor(2.0), torch.tensor(6.0)
+    assert [float(mix_rfd(host, rfd, "averaged", alpha=a)) for a in (0, 1.0)] == [2.0, 6.0]
+    assert float(mix_rfd(host, rfd, "released", alpha=0.0)) == 8.0  # alpha ignored by the released form
+    assert gdfq_student_loss(s, t, y, alpha=0, ce_weight=0).item() == 0.0  # a weight of 0 switches a term off
+    assert adadfq_margin_loss(torch.tensor([[4.0, 0.0], [0.0, 0.0]]), torch.zeros(2, 2)).item() == pytest.approx(0.15)
+
+
 # --- AKT student loss -----------------------------------------------------------------------------
 
 def test_akt_averaged_form():
@@ -330,6 +392,24 @@ def test_margin_loss_matches_numpy_for_any_batch_size():
         hn = (h - h.min()) / (math.log(10) - h.min())
         expected = np.maximum(0.1 - hn, 0).mean() + np.maximum(hn - 0.8, 0).mean()
         assert adadfq_margin_loss(t, s).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_margin_loss_gradient_matches_finite_differences():
+    # The gradient flows through min H as well as through each H_i (the docstring's promise): float64
+    # gradcheck compares the analytic gradient with finite differences, so a detached min H fails.
+    # Random logits keep every H'_i away from the hinges (0.1, 0.8) and the minimum unique.
+    g = _gen(30)
+    t = (torch.randn(6, 5, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    s = torch.randn(6, 5, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t_, s_: adadfq_margin_loss(t_, s_), (t, s))
+    # ...and min H really carries gradient here: without it the gradient is different.
+    h = -(F.softmax(t - s, 1) * F.log_softmax(t - s, 1)).sum(1)
+    h_min = h.min().detach()
+    hn = (h - h_min) / (math.log(5) - h_min)
+    detached = (0.1 - hn).clamp_min(0).mean() + (hn - 0.8).clamp_min(0).mean()
+    (g_full,) = torch.autograd.grad(adadfq_margin_loss(t, s), t)
+    (g_detached,) = torch.autograd.grad(detached, t)
+    assert (g_full - g_detached).abs().max() > 1e-3
 
 
 def test_margin_loss_bad_lambdas_and_uniform_batch():

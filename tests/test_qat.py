@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from akt_lib import quant
-from akt_lib.models import akamaster_resnet20, resnet20
+from akt_lib.models import ResUnit, akamaster_resnet20, resnet20
 from akt_lib.qat import (DoReFaActQuantizer, DoReFaWeightQuantizer, IntervalQuantizer, LSQQuantizer,
                          PACTQuantizer, QATConfig, QATConv2d, hutchinson_trace, init_qat_model, quantize_model_qat,
                          sqakd_kl_loss, update_ewgs_deltas)
@@ -341,6 +341,35 @@ def test_bad_config(kwargs, match):
         QATConfig(**kwargs)
 
 
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: IntervalQuantizer(2, "weight", delta=math.nan), ValueError, "delta must be a finite number >= 0, got nan"),
+    (lambda: IntervalQuantizer(2, "act", delta=-3.0), ValueError, "delta must be a finite number >= 0, got -3.0"),
+    (lambda: IntervalQuantizer(2, "act", delta=True), ValueError, "delta must be a finite number >= 0, got True"),
+    # A truthy string used to be kept (and picked the signed grid).
+    (lambda: LSQQuantizer(2, signed="no"), TypeError, "signed must be a bool, got 'no'"),
+    (lambda: LSQQuantizer(2, signed=1), TypeError, "signed must be a bool, got 1"),
+])
+def test_bad_quantizer_args(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("max_iter, tol, match", [
+    (0, 1e-3, "max_iter must be a positive int, got 0"),  # used to divide by zero samples
+    (True, 1e-3, "max_iter must be a positive int, got True"),
+    (5, -1.0, "tol must be a finite number >= 0, got -1.0"),
+    (5, math.nan, "tol must be a finite number >= 0, got nan"),
+])
+def test_hutchinson_bad_args(max_iter, tol, match):
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    g, = torch.autograd.grad((x ** 3).sum(), x, create_graph=True)
+    with pytest.raises(ValueError, match=match):
+        hutchinson_trace(g, x, max_iter=max_iter, tol=tol)
+    q = quantize_model_qat(ResUnit(2, 2, 1), QATConfig())  # never initialised: refused before any batch runs
+    with pytest.raises(ValueError, match=match):
+        update_ewgs_deltas(q, lambda m, b: m(b).sum(), [torch.randn(2, 2, 4, 4)], max_iter=max_iter, tol=tol)
+
+
 def test_bad_inputs():
     with pytest.raises(TypeError):
         QATConfig(w_bits=2.0)
@@ -362,7 +391,5 @@ def test_bad_inputs():
 
 
 def test_quantize_model_dispatches_to_qat():
-    if not hasattr(quant, "register_quantizer"):
-        pytest.skip("akt_lib.quant has no quantizer registry yet (the dispatch diff is pending)")
     q = quant.quantize_model(resnet20(), QATConfig(method="dorefa", w_bits=2, a_bits=2))
     assert sum(isinstance(m, QATConv2d) for m in q.modules()) == 18

@@ -25,7 +25,7 @@ from torch import nn
 from akt_lib.models import resnet20
 from akt_lib.quant import (QuantAct, QuantConfig, QuantConv2d, QuantLinear, act_quantizers, affine_params,
                            check_bits, fake_quantize_activation, fake_quantize_weight, freeze_act_ranges,
-                           quantize_model, unfreeze_act_ranges)
+                           quantize_affine, quantize_model, unfreeze_act_ranges)
 
 QUANT_BUFFERS = ("x_min", "x_max", "beta_t", "num_updates")
 
@@ -317,10 +317,10 @@ def test_reset_range_restarts_the_rule():
 
 
 def test_frozen_after_reset_raises():
-    """BUG (reported, see the lead's notes): ``reset_range`` promises "as if freshly built", but a
-    module that was frozen *after* calibration keeps its Python-side ``_has_range = True`` flag, so
-    the reset, still-frozen quantizer silently quantizes on the range [0, 0] instead of raising the
-    "never calibrated" RuntimeError that a fresh frozen one raises."""
+    """Regression test: ``reset_range`` promises "as if freshly built", so a quantizer frozen *after*
+    calibration and then reset must raise the "never calibrated" RuntimeError that a fresh frozen one
+    raises, not quantize silently on the range [0, 0] (``reset_range`` clears the Python-side
+    ``_has_range`` flag that freezing set)."""
     act = QuantAct(4)
     act(torch.rand(10))
     freeze_act_ranges(act)
@@ -330,9 +330,9 @@ def test_frozen_after_reset_raises():
 
 
 def test_freeze_then_load_calibrated_state_dict():
-    """BUG (reported): the "never calibrated" error tells the user to "load a calibrated state dict",
-    and ``QuantAct._calibrated``'s comment says the flag is "set by freeze/load" - but nothing sets
-    it on load. A model frozen before ``load_state_dict`` of a calibrated model keeps raising."""
+    """Regression test: the "never calibrated" error tells the user to "load a calibrated state dict",
+    so a model frozen *before* ``load_state_dict`` of a calibrated model must count as calibrated
+    after the load (``QuantAct._load_from_state_dict`` sets the flag) and quantize like the original."""
     torch.manual_seed(0)
     float_model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     x = torch.randn(5, 3)
@@ -519,11 +519,104 @@ def test_other_bad_inputs():
         QuantConfig(range_update="ema_unbiased")
     with pytest.raises(ValueError, match="range_update"):
         QuantAct(4, range_update="max")
-    with pytest.raises(ValueError, match="momentum"):
-        QuantAct(4, momentum=1.0)
     with pytest.raises(ValueError, match="C_out"):
         fake_quantize_weight(torch.randn(5), 4)
     with pytest.raises(ValueError, match="num_bits"):
         fake_quantize_weight(torch.randn(3, 3), 9)
     with pytest.raises(ValueError, match="w_bits"):
         QuantConv2d(3, 3, 1, w_bits=0)
+    with pytest.raises(ValueError, match=r"allowed must name at least one bit-width, got \[\]"):
+        check_bits(4, "x", allowed=[])  # was an IndexError
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0, 5.0, -0.5, float("nan"), float("inf"), True, "0.9", None])
+def test_bad_momentum_is_refused_by_config_and_module(momentum):
+    # One rule, (0, 1), in both places: the config refuses it before quantize_model builds anything.
+    with pytest.raises(ValueError, match=r"momentum must be a number in \(0, 1\)"):
+        QuantConfig(momentum=momentum)
+    with pytest.raises(ValueError, match=r"momentum must be a number in \(0, 1\)"):
+        QuantAct(4, momentum=momentum)
+
+
+@pytest.mark.parametrize("flag", ["no", 1, 0, None])
+def test_allow_binary_must_be_a_bool(flag):
+    # A truthy string ('no') would otherwise switch on 1-bit quantization.
+    with pytest.raises(ValueError, match="allow_binary must be True or False"):
+        QuantConfig(w_bits=1, a_bits=1, allow_binary=flag)
+    assert QuantConfig(w_bits=1, a_bits=1, allow_binary=True).name == "w1a1"
+
+
+RANGE_FUNCTIONS = {
+    "affine_params": lambda lo, hi, k: affine_params(lo, hi, k),
+    "quantize_affine": lambda lo, hi, k: quantize_affine(torch.tensor([0.0, 1.0, 2.0]), lo, hi, k),
+    "fake_quantize_activation": lambda lo, hi, k: fake_quantize_activation(torch.tensor([0.0, 1.0, 2.0]), lo, hi, k),
+}
+
+
+@pytest.mark.parametrize("fn", RANGE_FUNCTIONS, ids=str)
+@pytest.mark.parametrize("bits, exc", [(0, ValueError), (9, ValueError), (40, ValueError), (-1, ValueError),
+                                       (True, TypeError), (2.5, TypeError), ("4", TypeError)])
+def test_range_functions_check_num_bits(fn, bits, exc):
+    # The same check_bits rule (1..8, an int, not a bool) as fake_quantize_weight.
+    with pytest.raises(exc, match="num_bits"):
+        RANGE_FUNCTIONS[fn](torch.tensor(0.0), torch.tensor(2.0), bits)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("fn", RANGE_FUNCTIONS, ids=str)
+@pytest.mark.parametrize("lo, hi, match", [
+    (torch.tensor(2.0), torch.tensor(0.0), "lo must be <= hi"),
+    (torch.tensor([[0.0], [1.0]]), torch.tensor([[1.0], [0.5]]), "lo must be <= hi"),  # one channel inverted
+    (torch.tensor(NAN), torch.tensor(2.0), "lo and hi must be finite"),
+    (torch.tensor(0.0), torch.tensor(INF), "lo and hi must be finite"),
+    (torch.tensor(-INF), torch.tensor(0.0), "lo and hi must be finite"),
+])
+def test_range_functions_refuse_inverted_or_non_finite_ranges(fn, lo, hi, match):
+    with pytest.raises(ValueError, match=match):
+        RANGE_FUNCTIONS[fn](lo, hi, 4)
+
+
+def test_range_check_keeps_valid_ranges_and_can_be_skipped():
+    x = torch.tensor([0.0, 0.3, 5.0])
+    # lo == hi is a valid (degenerate) range: the 1e-8 clamp makes every input land on it.
+    torch.testing.assert_close(fake_quantize_activation(x, torch.tensor(1.0), torch.tensor(1.0), 2), torch.ones(3))
+    # check_range=False (used where the range is a min/max just computed) skips only the range check.
+    assert torch.isnan(quantize_affine(x, torch.tensor(NAN), torch.tensor(1.0), 2, check_range=False)).all()
+    with pytest.raises(ValueError, match="num_bits"):
+        quantize_affine(x, torch.tensor(0.0), torch.tensor(1.0), 0, check_range=False)
+    # Tensors off the CPU (here "meta"; on CUDA the check would synchronise) are not checked.
+    meta = torch.device("meta")
+    affine_params(torch.tensor(2.0, device=meta), torch.tensor(0.0, device=meta), 4)
+    # The modules never pay for the check: a NaN range (from NaN activations) passes through.
+    act = QuantAct(4)
+    act(torch.tensor([float("nan"), 1.0]))
+    assert torch.isnan(act(torch.ones(2))).all()
+
+
+SYNC_METHODS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def test_quantized_forward_reads_no_tensor_value_back():
+    """The range check reads values back (a host sync on CUDA), so the layers must not run it.
+
+    On a CPU every way a tensor value reaches Python is trapped (as in test_inundation.py's
+    ``test_step_makes_no_host_sync``); a quantized model's forward, calibrating or frozen, never
+    falls into the trap, while the public ``quantize_affine`` on a given range does."""
+    qmodel = quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)),
+                            QuantConfig())
+    x = torch.randn(2, 3, 6, 6)
+    qmodel(x)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("host synchronisation in a quantized forward")
+
+    for frozen in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            for name in SYNC_METHODS:
+                mp.setattr(torch.Tensor, name, refuse)
+            with pytest.raises(AssertionError, match="host synchronisation"):  # the trap works...
+                quantize_affine(x, torch.tensor(0.0), torch.tensor(1.0), 4)
+            qmodel(x)  # ...and the forward does not fall into it
+        freeze_act_ranges(qmodel)  # (freezing itself reads num_updates once, on the host)

@@ -1,5 +1,7 @@
 """ZeroQ: distill_data and zeroq_ptq (methods.md §6)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -8,8 +10,6 @@ from akt_lib.bns import BNStatsTap, zeroq_bns_loss
 from akt_lib.models import resnet20
 from akt_lib.quant import QuantAct, QuantConfig, act_quantizers
 from akt_lib.zeroq import _initial_images, _PlateauLR, distill_data, zeroq_ptq
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,14 @@ def test_initial_images():
     (dict(num_images=0), "num_images"), (dict(batch_size=-1), "batch_size"), (dict(steps=0), "steps"),
     (dict(lr=0.0), "lr"), (dict(init="uniform"), "init"), (dict(image_shape=(32, 32)), "image_shape"),
     (dict(device="meta"), "move it first"),
+    # lr=inf used to return non-finite images; True counted as lr=1; a negative min_lr let the schedule go below 0.
+    (dict(lr=math.inf), "lr must be a finite number > 0, got inf"),
+    (dict(lr=math.nan), "lr must be a finite number > 0, got nan"),
+    (dict(lr=True), "lr must be a finite number > 0, got True"),
+    (dict(min_lr=-1.0), "min_lr must be a finite number >= 0, got -1.0"),
+    (dict(min_lr=math.nan), "min_lr must be a finite number >= 0, got nan"),
+    (dict(min_lr=False), "min_lr must be a finite number >= 0, got False"),
+    (dict(eps=-1e-6), "eps must be a finite number >= 0, got -1e-06"),  # refused before the first step
 ])
 def test_distill_bad_args(teacher, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -175,3 +183,9 @@ def test_zeroq_ptq_bad_args(teacher):
         zeroq_ptq(teacher, QuantConfig(), x.to(torch.uint8))
     with pytest.raises(ValueError, match="batch_size"):
         zeroq_ptq(teacher, QuantConfig(), x, batch_size=0)
+    # A NaN (or inf) anywhere would become a frozen activation range of the quantized model.
+    for bad in (math.nan, math.inf):
+        y = x.clone()
+        y[1, 2, 3, 4] = bad
+        with pytest.raises(ValueError, match="images hold NaN or infinite values"):
+            zeroq_ptq(teacher, QuantConfig(), [x[:1], y[1:]])
