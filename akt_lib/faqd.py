@@ -447,6 +447,8 @@ def ffa_loss(f_s: torch.Tensor, f_t: torch.Tensor, num_projections: int = 15,
     _check_order(order)
     if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
         raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
+    if generator is None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     u_s, u_t = _unit_positions(f_s, f_t, eps)
     hw = u_s.shape[2]
     if generator is None:
@@ -580,6 +582,8 @@ def time_fa_losses(batch: int = 100, stages: Sequence[tuple[int, int]] = FAQD_ST
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
+        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")  # before any timing
     stages = tuple(stages)
     if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 and all(map(_is_positive_int, st))
                              for st in stages):

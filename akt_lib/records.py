@@ -228,15 +228,17 @@ class StopOnSignal:
 
     While active (main thread only), SIGTERM — what ``timeout``, a job runner or a machine's
     shutdown sends — sets ``requested`` instead of killing the process, so a training loop can
-    write its checkpoint and a ``"stopped"`` record at the next iteration. The previous handler
-    comes back on exit. Elsewhere (a worker thread) it does nothing.
+    write its checkpoint and a ``"stopped"`` record at the next iteration. ``count`` says how many
+    such signals came (a job runner kills on the second). The previous handler comes back on exit.
+    Elsewhere (a worker thread) it does nothing.
     """
 
     def __init__(self, signals=(signal.SIGTERM,)):
-        self.signals, self.requested, self._old = tuple(signals), False, {}
+        self.signals, self.requested, self.count, self._old = tuple(signals), False, 0, {}
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+        self.count += 1
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():

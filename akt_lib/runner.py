@@ -26,12 +26,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .records import StopOnSignal
 from .utils import check_seconds
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
@@ -249,7 +249,7 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
         now = time.monotonic() - t0
         results[i] = JobResult(jobs[i].name, jobs[i].argv, None, now, now, 0.0, log_dir / f"{jobs[i].name}.log")
 
-    stop = _SweepSignals()
+    stop, forwarded = StopOnSignal((signal.SIGTERM, signal.SIGHUP)), False
     try:
         stop.__enter__()
         while pending or running:
@@ -284,8 +284,8 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
                     log.close()
                     raise
                 running[i] = (proc, log, time.monotonic() - t0)
-            if stop.count == 1 and not stop.forwarded:
-                stop.forwarded = True
+            if stop.count == 1 and not forwarded:
+                forwarded = True
                 for proc, _, _ in running.values():
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
@@ -306,28 +306,6 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     finally:
         stop.__exit__()
     return results  # type: ignore[return-value]  # every slot is filled once the loop ends
-
-
-class _SweepSignals:
-    """While active (main thread only), counts SIGTERM and SIGHUP instead of dying of them, so that
-    ``run_jobs`` can pass the first on to its children; the previous handlers come back on exit."""
-
-    def __init__(self):
-        self.count, self.forwarded, self._old = 0, False, {}
-
-    def _handle(self, signum, frame) -> None:
-        self.count += 1
-
-    def __enter__(self) -> "_SweepSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
 
 
 def _terminate(children: list[tuple[subprocess.Popen, object]], grace_s: float) -> None:
