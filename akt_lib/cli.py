@@ -104,6 +104,9 @@ def check_out(parser: argparse.ArgumentParser, path: str | os.PathLike) -> Path:
     when the first record is written, after the run it records.
     """
     path = Path(path)
+    blocker = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        parser.error(f"--out {path}: {blocker} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -451,9 +451,9 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     r.add_argument("--seeds", nargs="+", type=seed_arg, default=[0], help="one run per seed, each seed once")
     r.add_argument("--out", default=None, help=f"record folder (default: results/{family}/<profile>)")
     r.add_argument("--time-budget", type=seconds_arg, default=None,
-                   help="seconds for the whole command: runs stop cleanly with a checkpoint (exit code 3), "
-                        "rerun the same line to resume. Checked between training steps: compiling a step "
-                        "(--fast compile; minutes on a CPU) happens before the first")
+                   help="seconds for the whole command (default: none): runs stop cleanly with a checkpoint "
+                        "(exit code 3), rerun the same line to resume. Checked between training steps, so "
+                        "compiling a step (--fast compile; minutes on a CPU) comes on top")
     r.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="training-step mode (akt_lib.fast): auto = the mode measured and checked for the row on "

@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None,
                    help="folder (default: results/fastcheck/<name>-<bits>-<dataset>-<profile>-seed<S>)")
     p.add_argument("--time-budget", type=seconds_arg, default=None,
-                   help="seconds per run; the runs stop cleanly with a checkpoint, rerun the same line to resume. "
-                        "Checked between training steps: compiling (minutes on a CPU) comes before the first")
+                   help="seconds per run (default: none); the runs stop cleanly with a checkpoint, rerun the same "
+                        "line to resume. Checked between training steps, so compiling (minutes on a CPU) comes on "
+                        "top")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     exp = EXPERIMENTS.get(args.name)
@@ -158,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         recs = run_records(args.profile, args.dataset, out / job.name, status=None).get((args.name, args.bits), [])
         runs[job.name] = next((r for r in recs if r["seed"] == args.seed), None)
-        if runs[job.name] is None:
-            raise RuntimeError(f"run {job.name!r} left no record in {out / job.name} (see {out / 'logs'})")
-    unfinished = [f"{label} ({len(r['history'])} of {r['config']['epochs']} epochs)"
-                  for label, r in runs.items() if r.get("status") != "complete"]
+    # A run stopped (time budget, SIGTERM) before its first record, or never started, is unfinished too.
+    unfinished = [f"{label} (not started)" if r is None else
+                  f"{label} ({len(r['history'])} of {r['config']['epochs']} epochs)"
+                  for label, r in runs.items() if r is None or r.get("status") != "complete"]
     if unfinished:
         print("not finished: " + ", ".join(unfinished) + "; rerun the same command to resume")
         return STOPPED

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run_cli_parallel("labelfree", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
         print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
         return code
-    failed, budget = 0, CommandBudget(args.time_budget)
+    unavailable, budget = 0, CommandBudget(args.time_budget)
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:
@@ -233,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                                          time_budget_s=budget.left())
                 except TeacherUnavailableError as e:
                     print(f"{name} {bits} seed {seed}: not run: {e}", file=sys.stderr)
-                    failed += 1
+                    unavailable += 1
                     continue
                 budget.finished(rec)
                 print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
     print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
-    return 1 if failed else budget.exit_code()
+    return 2 if unavailable else budget.exit_code()  # 2: a teacher this machine lacks, as __main__ reports it
 
 
 if __name__ == "__main__":

@@ -294,12 +294,14 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
                 proc, log, start = running.pop(i)
                 log.close()
                 end = time.monotonic() - t0  # recorded before the next job starts: no false overlap
-                results[i] = JobResult(jobs[i].name, jobs[i].argv, proc.returncode, start, end, end - start,
+                code = proc.returncode
+                if forwarded and code == -signal.SIGTERM:  # still starting up, before its own handler: it
+                    code = STOPPED  # stopped at its last checkpoint (or before any), like the others
+                results[i] = JobResult(jobs[i].name, jobs[i].argv, code, start, end, end - start,
                                        log_dir / f"{jobs[i].name}.log")
                 if progress:
                     done = sum(r is not None for r in results)
-                    print(f"[{done}/{len(jobs)}] {jobs[i].name}: rc={proc.returncode} wall={end - start:.1f}s",
-                          flush=True)
+                    print(f"[{done}/{len(jobs)}] {jobs[i].name}: rc={code} wall={end - start:.1f}s", flush=True)
     except BaseException:
         _terminate([(p, f) for p, f, _ in running.values()], grace_s)
         raise

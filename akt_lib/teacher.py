@@ -466,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default results/teachers; runs/teachers for smoke)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--time-budget", type=seconds_arg, default=None,
-                   help="seconds: stop after the epoch that exceeds it, with a checkpoint (exit code 3); "
-                        "rerun the same line to resume")
+                   help="seconds (default: none): stop after the epoch that exceeds it, with a checkpoint (exit "
+                        "code 3); rerun the same line to resume")
     p.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="training-step mode (akt_lib.fast): auto = compiled on CUDA, eager on a CPU; off = eager")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -490,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if args.out is not None:
         check_out(p, args.out)
+    for split, size in (("train", config.train_size), ("test", config.test_size)):
+        if size is not None and size > (available := len(load_split(config.dataset, split)[1])):
+            p.error(f"--{split}-size {size}: the {split} split of {config.dataset} has {available} images")
     _, r = train_teacher(config, args.out, resume=not args.no_resume, progress=not args.no_progress, device=device,
                          fast=args.fast, time_budget_s=args.time_budget)
     if len(r["history"]) < config.epochs:

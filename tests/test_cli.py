@@ -121,7 +121,8 @@ def test_run_commands_refuse_what_this_machine_cannot_do_before_running(command,
         assert "--fast cudagraphs: fast='cudagraphs' needs a CUDA device" in _error(
             main, argv + ["--device", "cpu", "--fast", "cudagraphs"], capsys)
     assert "--device tpu:" in _error(main, argv + ["--device", "tpu"], capsys)
-    assert f"--out {blocker / 'sub'}: cannot create it" in _error(main, argv + ["--out", str(blocker / "sub")], capsys)
+    assert f"--out {blocker / 'sub'}: {blocker} is a file, not a folder" in _error(
+        main, argv + ["--out", str(blocker / "sub")], capsys)
     err = _error(main, argv + ["--seeds", "0", "0", "--out", str(tmp_path / "o")], capsys)
     assert "--seeds repeats 0; each run may appear once" in err and "usage: python -m akt_lib" in err
     assert " run " in err.splitlines()[0]  # the run subcommand's usage, not the parent's
@@ -209,3 +210,10 @@ def test_teacher_says_when_no_gpu_turns_it_into_a_smoke_run(tmp_path, monkeypatc
     with pytest.raises(Stop, match="smoke"):
         teacher.main(["--out", str(tmp_path)])
     assert "no CUDA device: --profile smoke" in capsys.readouterr().err
+
+
+def test_teacher_refuses_a_subset_larger_than_the_split_before_training(tmp_path, capsys):
+    err = _error(teacher.main, ["--profile", "smoke", "--device", "cpu", "--test-size", "10001", "--out",
+                                str(tmp_path / "t")], capsys)
+    assert "--test-size 10001: the test split of cifar10-jpeg has 10000 images" in err
+    assert not list((tmp_path / "t").iterdir())

@@ -48,6 +48,18 @@ def test_fastcheck_stops_within_a_time_budget_and_resumes(tmp_path, monkeypatch,
     assert set(record["run_commits"]) == {"off", "off-again", "compile"}  # each run's training commits
 
 
+def test_runs_that_never_started_leave_the_check_unfinished(tmp_path, monkeypatch, capsys):
+    # SIGTERM or a spent budget can end the sweep before a run writes its first record: the check
+    # then says which runs are unfinished and exits 3 (rerun to resume), no traceback.
+    from akt_lib.runner import JobResult
+
+    monkeypatch.setattr(fastcheck, "run_jobs", lambda jobs, *a, **k: [
+        JobResult(j.name, j.argv, None if i else STOPPED, 0.0, 0.0, 0.0, tmp_path / "x.log") for i, j in enumerate(jobs)])
+    argv = ["gdfq", "--bits", "w4a4", "--profile", "smoke", "--device", "cpu", "--out", str(tmp_path / "c")]
+    assert fastcheck.main(argv) == STOPPED
+    assert "not finished: off (not started), off-again (not started), compile (not started)" in capsys.readouterr().out
+
+
 def test_compare_and_jobs_refuse_bad_input(tmp_path):
     rec = {"best_acc": 1.0, "final_acc": 1.0}
     with pytest.raises(ValueError, match="'off' is missing"):

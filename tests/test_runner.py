@@ -265,6 +265,18 @@ def test_sigterm_stops_a_sweep_cleanly_through_its_children(tmp_path):
     assert s["stopped"] == ["a", "b"] and s["not_started"] == ["c"] and s["failed"] == []
 
 
+def test_a_child_killed_by_the_forwarded_sigterm_before_its_handler_counts_as_stopped(tmp_path):
+    # A child still starting up (Python importing torch) dies of the SIGTERM passed on to it, before it
+    # can install its own handler: it stopped (at its last checkpoint, or before any), it did not fail.
+    import signal
+    import threading
+
+    code = "import time; print('up', flush=True); time.sleep(30)"  # no handler: SIGTERM kills it (-15)
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    res = run_jobs([Job("a", ())], 1, tmp_path, poll_s=0.02, command_fn=_py(code), progress=False)
+    assert [r.returncode for r in res] == [3] and summarize(res)["failed"] == []
+
+
 def test_a_small_budget_still_starts_the_first_wave(tmp_path):
     # With free slots at the start, every job of the first wave starts, however little budget there is;
     # after that, a job needs min_start_s of it left.
