@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=positive_int_arg, default=None,
                    help="one batch for every case (default: the papers', or 8 in the smoke profile)")
     p.add_argument("--concurrency", nargs="*", type=positive_int_arg, default=None,
-                   help="process counts (default: the profile's, 1 2 4 for paper); the flag with no counts "
+                   help="process counts (default: the profile's, paper 1 2 4, smoke 1 2); the flag with no counts "
                         "skips the concurrency measurement")
     p.add_argument("--concurrency-case", default="akt", choices=list(CASES), help="the step run side by side")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")

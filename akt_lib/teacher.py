@@ -23,6 +23,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -95,8 +96,10 @@ class TeacherConfig:
             v = getattr(self, name)
             if not (v is None and name.endswith("_size")) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not self.lr > 0 or not 0 < self.warmup_frac < 1:
-            raise ValueError(f"need lr > 0 and 0 < warmup_frac < 1, got lr={self.lr}, warmup_frac={self.warmup_frac}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0 < self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in (0, 1), got {self.warmup_frac!r}")
         if not 0 <= self.label_smoothing < 1 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError("need 0 <= label_smoothing < 1, weight_decay >= 0 and 0 <= momentum < 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -242,6 +242,11 @@ def test_bad_configs(tmp_path, monkeypatch):
                 dict(warmup_frac=1.0), dict(seed=-1), dict(train_size=0), dict(label_smoothing=1.0)):
         with pytest.raises(ValueError):
             TeacherConfig(**bad)
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            TeacherConfig(lr=bad)
+    with pytest.raises(ValueError, match=r"warmup_frac must be in \(0, 1\), got 0.0"):
+        TeacherConfig(warmup_frac=0.0)
     with pytest.raises(ValueError, match="profile"):
         TeacherConfig.from_profile("huge")
     monkeypatch.setattr(teacher, "load_split", fake_load_split)
