@@ -475,9 +475,12 @@ def add_table_parser(sub, profiles, family: str):
     return t
 
 
-def warn_if_no_records(folder: Path, kind: str, profile: str, dataset: str) -> None:
-    """Say on stderr why a table is all "not run" when ``folder`` holds no record of ``profile`` and
-    ``dataset``: the folder is missing, or which profiles and datasets it does hold."""
+def warn_if_no_records(rows: list[dict], folder: Path, kind: str, profile: str, dataset: str) -> None:
+    """When every row of a table is "not run", say on stderr why: ``folder`` is missing, or it holds
+    no record of ``profile`` and ``dataset`` (then: which profiles and datasets it does hold). The
+    folder is read again only in that case."""
+    if any(r["best"] != "not run" for r in rows):
+        return
     if not folder.is_dir():
         print(f"note: {folder} does not exist; no records to show", file=sys.stderr)
         return
@@ -549,9 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nNot implemented (columns of the papers' tables): {', '.join(NOT_IMPLEMENTED)}")
         return 0
     if args.cmd == "table":
-        warn_if_no_records(Path(args.folder) if args.folder else results_dir() / "zsq", "zsq", args.profile,
+        rows = results_table(args.profile, args.dataset, args.folder)
+        warn_if_no_records(rows, Path(args.folder) if args.folder else results_dir() / "zsq", "zsq", args.profile,
                            args.dataset)
-        print(format_table(results_table(args.profile, args.dataset, args.folder)))
+        print(format_table(rows))
         return 0
     if args.keep_epochs:
         check_keep_epochs(r, args)

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import quant
 from .quant import check_bits
+from .utils import check_positive
 
 __all__ = ["FAQD_ALPHA_INIT", "FAQD_STAGES", "quantize_fbit", "quantize_ternary", "quantize_binary",
            "WEIGHT_QUANTIZERS", "ALPHA_GRADS", "FAQDConv2d", "QuantReLU", "FAQDConfig", "quantize_model_faqd",
@@ -199,8 +200,8 @@ class QuantReLU(nn.Module):
             if bits not in FAQD_ALPHA_INIT:
                 raise ValueError(f"FAQD gives no initial alpha for a_bits={bits}; pass alpha_init")
             alpha_init = FAQD_ALPHA_INIT[bits]
-        _check_positive(alpha_init, "alpha_init")
-        _check_positive(rate_factor, "rate_factor")
+        check_positive(alpha_init, "alpha_init")
+        check_positive(rate_factor, "rate_factor")
         if not isinstance(learn_alpha, bool):
             raise TypeError(f"learn_alpha must be a bool, got {learn_alpha!r}")
         self.rate_factor = float(rate_factor)
@@ -222,11 +223,6 @@ class QuantReLU(nn.Module):
 
 def _is_positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_positive(value, name: str) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)

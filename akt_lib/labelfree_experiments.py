@@ -210,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nPaper numbers: {PAPER_SOURCES['sqakd']}; {PAPER_SOURCES['faqd']}.")
         return 0
     if args.cmd == "table":
-        warn_if_no_records(Path(args.folder) if args.folder else results_dir() / "labelfree", "labelfree",
+        rows = results_table(args.profile, args.dataset, args.folder)
+        warn_if_no_records(rows, Path(args.folder) if args.folder else results_dir() / "labelfree", "labelfree",
                            args.profile, args.dataset)
-        print(format_table(results_table(args.profile, args.dataset, args.folder)))
+        print(format_table(rows))
         return 0
     out = check_run_args(r, args, EXPERIMENTS, "labelfree")
     if args.jobs != 1:

@@ -24,6 +24,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .utils import check_positive
+
 __all__ = [
     "spatial_attention", "channel_attention", "rfd_loss", "RFD_FORMS", "RELEASED_RFD_LAMBDA",
     "gdfq_student_loss", "ait_student_loss", "adadfq_student_loss", "akt_student_loss", "mix_rfd",
@@ -56,11 +58,6 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, name: str = "y") -> Non
 
 # Checks of Python numbers only: these losses run inside compiled and graph-captured steps, where
 # a check of a tensor's value would synchronise with the device (or break the graph).
-
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
 
 def _check_weight(value: float, name: str) -> None:
     # A loss weight or mixing coefficient: finite and >= 0 (0 switches a term off).
@@ -169,7 +166,7 @@ def rfd_loss(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torc
     """
     if form not in RFD_FORMS:
         raise ValueError(f"form must be one of {RFD_FORMS}, got {form!r}")
-    _check_positive(tau, "tau")
+    check_positive(tau, "tau")
     if not isinstance(student_feats, (list, tuple)) or not isinstance(teacher_feats, (list, tuple)):
         raise TypeError("student_feats and teacher_feats must be lists of (N, C, H, W) tensors")
     if len(student_feats) == 0 or len(teacher_feats) == 0:
@@ -228,7 +225,7 @@ def gdfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.T
     """
     _check_logits(s_logits, t_logits)
     _check_labels(y, s_logits)
-    _check_positive(T, "T")
+    check_positive(T, "T")
     _check_weight(alpha, "alpha")
     _check_weight(ce_weight, "ce_weight")
     return alpha * _kd_kl_mean(s_logits, t_logits, T) + ce_weight * F.cross_entropy(s_logits, y)
@@ -253,7 +250,7 @@ def ait_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float = 
         0.0
     """
     _check_logits(s_logits, t_logits)
-    _check_positive(T, "T")
+    check_positive(T, "T")
     _check_weight(kd_scale, "kd_scale")
     _check_weight(ce_scale, "ce_scale")
     if y is not None:
@@ -290,7 +287,7 @@ def adadfq_student_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float
         -921.03
     """
     _check_logits(s_logits, t_logits)
-    _check_positive(T, "T")
+    check_positive(T, "T")
     return -T * T * _entropy((t_logits.detach() - s_logits) / T).mean()
 
 

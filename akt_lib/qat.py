@@ -34,6 +34,7 @@ from torch import nn
 from . import quant
 from .models import BasicBlockA, ResUnit
 from .quant import check_bits
+from .utils import check_positive
 
 __all__ = ["QAT_METHODS", "QATConfig", "IntervalQuantizer", "PACTQuantizer", "LSQQuantizer",
            "DoReFaWeightQuantizer", "DoReFaActQuantizer", "QATConv2d", "quantize_model_qat",
@@ -41,11 +42,6 @@ __all__ = ["QAT_METHODS", "QATConfig", "IntervalQuantizer", "PACTQuantizer", "LS
 
 QAT_METHODS = ("ewgs", "pact", "lsq", "dorefa")
 _BITS = range(1, 9)
-
-
-def _check_positive(value, name: str) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -173,7 +169,7 @@ class PACTQuantizer(_Quantizer):
 
     def __init__(self, bits: int, alpha_init: float = 6.0):
         super().__init__(bits, "a_bits")
-        _check_positive(alpha_init, "pact_alpha_init")
+        check_positive(alpha_init, "pact_alpha_init")
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -297,7 +293,7 @@ class QATConfig:
         if isinstance(self.ewgs_update_every, bool) or not isinstance(self.ewgs_update_every, int) \
                 or self.ewgs_update_every < 1:
             raise ValueError(f"ewgs_update_every must be a positive int (epochs), got {self.ewgs_update_every!r}")
-        _check_positive(self.pact_alpha_init, "pact_alpha_init")
+        check_positive(self.pact_alpha_init, "pact_alpha_init")
 
     @property
     def name(self) -> str:
@@ -596,7 +592,7 @@ def sqakd_kl_loss(s: torch.Tensor, t: torch.Tensor, T: float = 4.0, reduction: s
     """
     if not (isinstance(s, torch.Tensor) and isinstance(t, torch.Tensor)) or s.dim() != 2 or s.shape != t.shape:
         raise ValueError("s and t must be (B, num_classes) logits of the same shape")
-    _check_positive(T, "T")
+    check_positive(T, "T")
     if reduction not in ("batchmean", "sum"):
         raise ValueError(f"reduction must be 'batchmean' or 'sum', got {reduction!r}")
     s, t = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (s, t.detach()))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 __all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup", "check_seconds",
-           "check_count"]
+           "check_count", "check_positive"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -68,6 +68,21 @@ def check_count(value, name: str, minimum: int = 0) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} (or None), got {value!r}")
     return value
+
+
+def check_positive(value, name: str) -> None:
+    """Refuse anything but a finite number > 0 (a ``bool`` is refused too): temperatures, clip levels,
+    rate factors. A Python-value check, so it costs no host synchronisation inside a training step.
+
+    Examples:
+        >>> check_positive(4.0, "T")
+        >>> check_positive(True, "T")
+        Traceback (most recent call last):
+        ...
+        ValueError: T must be a positive number, got True
+    """
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 def get_device(prefer: str | None = None) -> torch.device:

@@ -265,6 +265,14 @@ def test_cli_run_writes_records_and_the_table_reads_them(tmp_path, capsys):
     w4 = next(r for r in rows if r["bits"] == "W4A4")
     assert w4["seeds"] == 2 and "±" in w4["best"] and w4["paper"] == "90.25"
     assert next(r for r in rows if r["bits"] == "W3A3")["best"] == "not run"
+    # The table command says why a table is empty (another profile, a missing folder), and only then.
+    assert main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert main(["table", "--profile", "short", "--folder", str(tmp_path)]) == 0
+    assert f"note: no short records of cifar10-jpeg in {tmp_path}; records there: --profile smoke --dataset " \
+        "cifar10-jpeg" in capsys.readouterr().err
+    assert main(["table", "--folder", str(tmp_path / "nowhere")]) == 0
+    assert f"note: {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
