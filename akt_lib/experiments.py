@@ -32,7 +32,8 @@ from .runner import CommandBudget
 from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
-           "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "main"]
+           "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "print_tables",
+           "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -428,6 +429,17 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def print_tables(rows: list[dict], profile: str, dataset: str, folder: str | Path | None) -> None:
+    """Print ``results_table`` rows, then the runs of ``folder`` that started and did not finish
+    (``progress_table``), which the first table counts as not run: a stopped run is not a result,
+    but it is not nothing either (rerunning its command line resumes it)."""
+    print(format_table(rows))
+    unfinished = progress_table(profile, dataset, folder)
+    if unfinished:
+        print(f"\nStarted, not finished ({len(unfinished)}; the same command line resumes them):\n")
+        print(format_table(unfinished))
+
+
 def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     """The ``run`` subcommand shared by ``python -m akt_lib zsq`` and ``labelfree``.
 
@@ -555,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = results_table(args.profile, args.dataset, args.folder)
         warn_if_no_records(rows, Path(args.folder) if args.folder else results_dir() / "zsq", "zsq", args.profile,
                            args.dataset)
-        print(format_table(rows))
+        print_tables(rows, args.profile, args.dataset, args.folder)
         return 0
     if args.keep_epochs:
         check_keep_epochs(r, args)
@@ -564,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import run_cli_parallel
 
         code = run_cli_parallel("zsq", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
-        print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+        print_tables(results_table(args.profile, args.dataset, out, names=args.names), args.profile, args.dataset, out)
         return code
     budget = CommandBudget(args.time_budget)
     for name in args.names:
@@ -578,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=not args.no_progress, device=args.device, **kw)
                 budget.finished(rec)
                 print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
-    print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+    print_tables(results_table(args.profile, args.dataset, out, names=args.names), args.profile, args.dataset, out)
     return budget.exit_code()
 
 

@@ -174,7 +174,7 @@ def test_results_table_says_not_run_without_records(tmp_path):
     assert len(rows) == sum(len(e.bits) for e in EXPERIMENTS.values())
 
 
-def test_run_records_group_by_row_and_progress_lists_unfinished_runs(teacher, tmp_path):
+def test_run_records_group_by_row_and_progress_lists_unfinished_runs(teacher, tmp_path, capsys):
     from akt_lib.experiments import progress_table, run_records
 
     config = _tiny(epochs=3)
@@ -191,6 +191,11 @@ def test_run_records_group_by_row_and_progress_lists_unfinished_runs(teacher, tm
     assert (row["experiment"], row["bits"], row["seed"], row["status"], row["epochs done"]) == \
         ("gdfq", "W4A4", 2, "stopped", "1 / 3")
     assert results_table("smoke", folder=tmp_path, names=["gdfq"])[1]["seeds"] == 2  # complete runs only
+    # The table command shows the stopped run below the table, which counts complete runs only.
+    assert main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| gdfq | W4A4 | 2 | " in out and "Started, not finished (1; the same command line resumes them)" in out
+    assert "| gdfq | W4A4 | 2 | stopped | 1 / 3 | " in out
     with pytest.raises(ValueError, match="unknown profile 'papr'"):
         run_records("papr", folder=tmp_path)
     with pytest.raises(ValueError, match="cifar11"):
@@ -267,7 +272,8 @@ def test_cli_run_writes_records_and_the_table_reads_them(tmp_path, capsys):
     assert next(r for r in rows if r["bits"] == "W3A3")["best"] == "not run"
     # The table command says why a table is empty (another profile, a missing folder), and only then.
     assert main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
-    assert "note:" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "note:" not in err and "| gdfq | W4A4 | 2 | " in out and "not finished" not in out
     assert main(["table", "--profile", "short", "--folder", str(tmp_path)]) == 0
     assert f"note: no short records of cifar10-jpeg in {tmp_path}; records there: --profile smoke --dataset " \
         "cifar10-jpeg" in capsys.readouterr().err
