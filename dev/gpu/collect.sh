@@ -18,5 +18,5 @@ for f in "$back"/checkpoints/*.pt; do
     install -m 644 "$f" "$records/checkpoints/"
     echo "$records/checkpoints/$(basename "$f")"
 done
-[ -f "$back/log.txt" ] && tail -n 3 "$back/log.txt"
+[ -f "$back/log.txt" ] && { grep -v "^|" "$back/log.txt" | tail -n 5; }
 echo "commit the records (git add $records/*.json); carry $records/checkpoints in the next call to resume"
