@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .utils import check_int
+
 __all__ = ["draw_crop_flip_params", "crop_flip", "random_crop_flip"]
 
 
@@ -28,8 +30,7 @@ def _check_batch(x: torch.Tensor, padding: int) -> None:
                          "with x.unsqueeze(0) for a single image")
     if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
         raise TypeError(f"x must be uint8 or floating point, got {x.dtype}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int (pixels per side), got {padding!r}")
+    check_int(padding, "padding")
 
 
 def draw_crop_flip_params(n: int, padding: int = 4, generator: torch.Generator | None = None,
@@ -54,10 +55,8 @@ def draw_crop_flip_params(n: int, padding: int = 4, generator: torch.Generator |
         >>> bool(((0 <= top) & (top <= 8)).all()), flip.dtype
         (True, torch.bool)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int, got {padding!r}")
+    check_int(n, "n")
+    check_int(padding, "padding")
     # Draw where the generator lives (a CUDA generator cannot fill CPU tensors, nor vice versa),
     # then move: for a GPU-resident batch pass a CUDA generator so nothing crosses the bus.
     draw_on = generator.device if generator is not None else torch.device(device or "cpu")

@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .cli import HelpFormatter, check_device, check_out, positive_int_arg
 from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, resolve_fast
 from .models import build_model
+from .utils import check_int
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
            "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table",
@@ -77,8 +78,7 @@ def make_step(case: str, batch_size: int, device: torch.device, fast: str = "off
     """
     if case not in CASES:
         raise ValueError(f"case must be one of {CASES}, got {case!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 2)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -298,8 +298,7 @@ def profile_step(step: Callable[[], torch.Tensor], steps: int, device: torch.dev
     """
     from torch.profiler import ProfilerActivity, profile
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1 (the steps to profile), got {steps!r}")
+    check_int(steps, "steps", 1)  # the steps to profile
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     _sync(device)

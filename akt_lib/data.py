@@ -25,6 +25,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .utils import check_int
+
 __all__ = ["DatasetInfo", "DATASETS", "data_dir", "cache_dir", "load_split", "normalize", "denormalize",
            "fixed_subset", "check_batch_size", "iterate_batches", "check_dataset", "default_dataset"]
 
@@ -241,15 +243,13 @@ def fixed_subset(n: int, total: int, seed: int = 0) -> torch.Tensor:
 
 
 def check_batch_size(batch_size) -> int:
-    """``batch_size`` if it is a positive int (a ``bool`` is refused), else a ``ValueError``.
+    """``batch_size`` if it is an int >= 1 (a ``bool`` is refused), else a ``ValueError``.
 
     Examples:
         >>> check_batch_size(200)
         200
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
+    return check_int(batch_size, "batch_size", 1)
 
 
 def iterate_batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, shuffle: bool = False,
@@ -259,11 +259,11 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, sh
 
     Args:
         x: ``(N, ...)``; y: ``(N,)`` or ``None``.
-        batch_size: positive int.
+        batch_size: an int >= 1.
         shuffle: draw a permutation (on ``x``'s device) from ``generator``.
 
     Raises:
-        ValueError: ``batch_size`` is not a positive int, or ``y`` does not hold one label per row of ``x``.
+        ValueError: ``batch_size`` is not an int >= 1, or ``y`` does not hold one label per row of ``x``.
     """
     check_batch_size(batch_size)
     n = x.shape[0]

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import quant
 from .quant import check_bits
-from .utils import check_positive
+from .utils import check_int, check_positive
 
 __all__ = ["FAQD_ALPHA_INIT", "FAQD_STAGES", "quantize_fbit", "quantize_ternary", "quantize_binary",
            "WEIGHT_QUANTIZERS", "ALPHA_GRADS", "FAQDConv2d", "QuantReLU", "FAQDConfig", "quantize_model_faqd",
@@ -221,10 +221,6 @@ class QuantReLU(nn.Module):
         return f"bits={self.bits}, rate_factor={self.rate_factor}{fixed}"
 
 
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 @dataclass(frozen=True)
 class FAQDConfig:
     """What ``quantize_model_faqd`` does (§5a).
@@ -325,8 +321,10 @@ class FeatureAdapter(nn.Module):
 
     def __init__(self, channels: Sequence[int] = tuple(c for c, _ in FAQD_STAGES)):
         super().__init__()
-        if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-            raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels!r}")
+        if not channels:
+            raise ValueError(f"channels must be a non-empty sequence of ints >= 1, got {channels!r}")
+        for i, c in enumerate(channels):
+            check_int(c, f"channels[{i}]", 1)
         self.convs = nn.ModuleList(nn.Conv2d(c, c, kernel_size=1, bias=True) for c in channels)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -441,10 +439,9 @@ def ffa_loss(f_s: torch.Tensor, f_t: torch.Tensor, num_projections: int = 15,
         0.0
     """
     _check_order(order)
-    if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
-        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
-    if generator is None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(num_projections, "num_projections", 1)
+    if generator is None:
+        check_int(seed, "seed")
     u_s, u_t = _unit_positions(f_s, f_t, eps)
     hw = u_s.shape[2]
     if generator is None:
@@ -519,11 +516,12 @@ def ffa_convergence(f_s: torch.Tensor, f_t: torch.Tensor, ks: Sequence[int] = tu
         >>> r["rel_err_to_limit"][1] < r["rel_err_to_limit"][0]
         True
     """
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials must be a positive int, got {trials!r}")
+    check_int(trials, "trials", 1)
     ks = tuple(ks)
-    if not ks or not all(map(_is_positive_int, ks)):
-        raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks!r}")
+    if not ks:
+        raise ValueError(f"ks must be a non-empty sequence of ints >= 1, got {ks!r}")
+    for i, k in enumerate(ks):
+        check_int(k, f"ks[{i}]", 1)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         fa = float(fa_loss(f_s, f_t, order=order))
@@ -574,16 +572,15 @@ def time_fa_losses(batch: int = 100, stages: Sequence[tuple[int, int]] = FAQD_ST
     """
     from .utils import get_device  # local import: utils pulls numpy etc., only needed here
 
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-    if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
-        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")  # before any timing
+    check_int(batch, "batch", 1)
+    check_int(repeats, "repeats", 1)
+    check_int(num_projections, "num_projections", 1)  # before any timing
     stages = tuple(stages)
-    if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 and all(map(_is_positive_int, st))
-                             for st in stages):
-        raise ValueError(f"stages must be a non-empty sequence of (channels, size) positive-int pairs, got {stages!r}")
+    if not stages or not all(isinstance(st, (tuple, list)) and len(st) == 2 for st in stages):
+        raise ValueError(f"stages must be a non-empty sequence of (channels, size) pairs, got {stages!r}")
+    for i, (channels, size) in enumerate(stages):
+        check_int(channels, f"stages[{i}] channels", 1)
+        check_int(size, f"stages[{i}] size", 1)
     device = torch.device(device) if device is not None else get_device()
     gen = torch.Generator().manual_seed(seed)
     result = {"device": str(device), "batch": batch, "num_projections": num_projections, "backward": backward,

@@ -16,13 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import check_int
+
 __all__ = ["GDFQGenerator", "sample_latent"]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class GDFQGenerator(nn.Module):
@@ -54,10 +50,10 @@ class GDFQGenerator(nn.Module):
 
     def __init__(self, num_classes: int, latent_dim: int = 100, img_size: int = 32, channels: int = 3):
         super().__init__()
-        self.num_classes = _check_positive_int(num_classes, "num_classes")
-        self.latent_dim = _check_positive_int(latent_dim, "latent_dim")
-        self.channels = _check_positive_int(channels, "channels")
-        if _check_positive_int(img_size, "img_size") % 4:
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.latent_dim = check_int(latent_dim, "latent_dim", 1)
+        self.channels = check_int(channels, "channels", 1)
+        if check_int(img_size, "img_size", 1) % 4:
             raise ValueError(f"img_size must be a multiple of 4 (two ×2 upsamplings), got {img_size}")
         self.img_size = img_size
         self.init_size = img_size // 4  # 8 for CIFAR
@@ -139,9 +135,9 @@ def sample_latent(batch_size: int, num_classes: int, latent_dim: int = 100,
         >>> z.shape, y.shape, y.dtype
         (torch.Size([3, 5]), torch.Size([3]), torch.int64)
     """
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(num_classes, "num_classes")
-    _check_positive_int(latent_dim, "latent_dim")
+    check_int(batch_size, "batch_size", 1)
+    check_int(num_classes, "num_classes", 1)
+    check_int(latent_dim, "latent_dim", 1)
     draw_on = generator.device if generator is not None else (device if device is not None else "cpu")
     z = torch.randn(batch_size, latent_dim, generator=generator, device=draw_on)
     y = torch.randint(0, num_classes, (batch_size,), generator=generator, device=draw_on)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .quant import QuantConfig, QuantConv2d, QuantLinear, affine_params, check_bits, quantize_model
+from .utils import check_int
 
 __all__ = ["integer_codes", "code_change_fraction", "search_scale", "reference_search", "GradientInundationSGD",
            "inundation_param_groups", "threshold_at_epoch", "scale_cap_at_epoch", "inundation_demo"]
@@ -116,12 +117,6 @@ def _check_lr(lr) -> None:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
 
 
-def _check_int(value, name: str, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        span = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be an int {span}, got {value!r}")
-
-
 def _check_flag(value, name: str) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -132,8 +127,8 @@ def _check_search(lr, threshold, cap, max_doublings, rounds) -> None:
     _check_lr(lr)
     _check_threshold(threshold)
     _check_flag(cap, "cap")
-    _check_int(max_doublings, "max_doublings", 0, 60)  # 2^128 would overflow float32
-    _check_int(rounds, "rounds", 1)
+    check_int(max_doublings, "max_doublings", 0, 60)  # 2^128 would overflow float32
+    check_int(rounds, "rounds", 1)
 
 
 def _replay_bisection(fr: torch.Tensor, threshold: float, rounds: int) -> torch.Tensor:
@@ -260,8 +255,8 @@ def _check_group(group: dict) -> None:
     if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0.0 <= wd < math.inf:
         raise ValueError(f"weight_decay must be a finite number >= 0, got {wd!r}")
     _check_threshold(group["threshold"])
-    _check_int(group["max_doublings"], "max_doublings", 1, 60)
-    _check_int(group["rounds"], "rounds", 1, 10)
+    check_int(group["max_doublings"], "max_doublings", 1, 60)
+    check_int(group["rounds"], "rounds", 1, 10)
     if group["select"] not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {group['select']!r}")
     if group["num_bits"] is not None:
@@ -417,7 +412,7 @@ def threshold_at_epoch(epoch: int, base: float = 1e-3, decay_epochs=(100, 200, 3
         >>> threshold_at_epoch(99), threshold_at_epoch(100), round(threshold_at_epoch(350), 9)
         (0.001, 0.0001, 1e-06)
     """
-    _check_int(epoch, "epoch", 0)
+    check_int(epoch, "epoch", 0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be a number in (0, 1], got {rate!r}")
     return _check_threshold(base) * rate ** sum(epoch >= e for e in decay_epochs)
@@ -433,8 +428,8 @@ def scale_cap_at_epoch(epoch: int, warmup_epochs: int = 4) -> bool:
         >>> scale_cap_at_epoch(4), scale_cap_at_epoch(5)
         (True, False)
     """
-    _check_int(epoch, "epoch", 0)
-    _check_int(warmup_epochs, "warmup_epochs", 0)
+    check_int(epoch, "epoch", 0)
+    check_int(warmup_epochs, "warmup_epochs", 0)
     return epoch <= warmup_epochs
 
 
@@ -460,7 +455,7 @@ def inundation_demo(num_steps: int = 10, threshold: float = 1e-3, w_bits: int = 
         >>> float(out["plain"].median()), round(float(out["inundated"].median()), 4)
         (0.0, 0.0011)
     """
-    _check_int(num_steps, "num_steps", 1)
+    check_int(num_steps, "num_steps", 1)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),

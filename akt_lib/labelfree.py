@@ -63,7 +63,7 @@ from .quant import quantize_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
                       resume_teacher, save_checkpoint, save_record, start_segment)
 from .teacher import check_teacher_classes
-from .utils import check_count, check_seconds, get_device, seed_everything
+from .utils import check_count, check_int, check_seconds, get_device, seed_everything
 
 __all__ = ["LabelFreeConfig", "RECIPES", "PROFILES", "SMOKE", "QUANTIZERS", "LOSSES", "LOSS_KEYS", "load_train_images",
            "load_train_labelled", "teacher_candidates", "resolve_teacher", "resolve_student_init", "train_labelfree"]
@@ -160,10 +160,10 @@ class LabelFreeConfig:
                              f"got quantizer={self.quantizer!r}")
         self.quant_config  # noqa: B018 - validates the bits and EWGS options through the family's config
         for name in ("ewgs_num_batches", "ewgs_hutchinson_iters", "ffa_projections", "epochs", "batch_size",
-                     "eval_batch_size", "train_size", "test_size"):
-            v = getattr(self, name)
-            if not (v is None and name.endswith("_size")) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+                     "eval_batch_size"):
+            check_int(getattr(self, name), name, 1)
+        for name in ("train_size", "test_size"):  # None: the whole split
+            check_count(getattr(self, name), name, 1)
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (the student's BatchNorm trains on batch statistics)")
         for name in ("kd_T", "lr", "lr_q", "grad_clip"):
@@ -175,8 +175,7 @@ class LabelFreeConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_int(self.seed, "seed")
 
     @classmethod
     def from_profile(cls, profile: str = "paper", recipe: str = "sqakd", **overrides) -> "LabelFreeConfig":

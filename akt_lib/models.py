@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import check_int
+
 __all__ = [
     "CIFARResNet",
     "ResUnit",
@@ -105,8 +107,7 @@ class CIFARResNet(nn.Module):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_int(num_classes, "num_classes", 2)
         n = (depth - 2) // 6
         self.depth, self.num_classes = depth, num_classes
         self.features = nn.Sequential()

@@ -34,7 +34,7 @@ from torch import nn
 from . import quant
 from .models import BasicBlockA, ResUnit
 from .quant import check_bits
-from .utils import check_positive
+from .utils import check_int, check_positive
 
 __all__ = ["QAT_METHODS", "QATConfig", "IntervalQuantizer", "PACTQuantizer", "LSQQuantizer",
            "DoReFaWeightQuantizer", "DoReFaActQuantizer", "QATConv2d", "quantize_model_qat",
@@ -290,9 +290,7 @@ class QATConfig:
         if not (d in ("hessian", "zero") or (isinstance(d, (int, float)) and not isinstance(d, bool)
                                             and math.isfinite(d) and d >= 0)):
             raise ValueError(f"ewgs_delta must be 'hessian', 'zero' or a float >= 0, got {d!r}")
-        if isinstance(self.ewgs_update_every, bool) or not isinstance(self.ewgs_update_every, int) \
-                or self.ewgs_update_every < 1:
-            raise ValueError(f"ewgs_update_every must be a positive int (epochs), got {self.ewgs_update_every!r}")
+        check_int(self.ewgs_update_every, "ewgs_update_every", 1)  # epochs
         check_positive(self.pact_alpha_init, "pact_alpha_init")
 
     @property
@@ -460,8 +458,7 @@ def init_qat_model(qmodel: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 def _check_trace_args(max_iter, tol) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    check_int(max_iter, "max_iter", 1)
     if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
 
@@ -538,8 +535,7 @@ def update_ewgs_deltas(model: nn.Module, loss_fn: Callable[[nn.Module, object], 
     if not layers:
         raise ValueError("update_ewgs_deltas needs a model with EWGS QATConv2d layers "
                          "(quantize_model_qat(model, QATConfig(method='ewgs')))")
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")
+    check_int(num_batches, "num_batches", 1)
     _check_trace_args(max_iter, tol)  # before any batch runs, not at the first non-constant gradient
     quantizers = [q for _, m in layers for q in (m.w_quant, m.a_quant)]
     sums, used, gen = [0.0] * len(quantizers), 0, torch.Generator().manual_seed(seed)

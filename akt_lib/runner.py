@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .records import StopOnSignal
-from .utils import check_seconds
+from .utils import check_count, check_int, check_seconds
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
            "default_parallel", "run_cli_parallel", "STOPPED", "CommandBudget"]
@@ -147,7 +147,7 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
         names: experiment rows (a single str is one row).
         bits: bit-widths like ``"w4a4"``; ``None`` passes no ``--bits`` (the child runs every
             bit-width of the row, one after the other, in one job).
-        seeds: non-negative ints.
+        seeds: ints >= 0.
         profile: ``smoke``, ``short`` or ``paper``.
         dataset: passed as ``--dataset`` (and put in the job name) when given.
         extra_args: more arguments for every child, e.g. ``("--out", "results/x")``.
@@ -171,8 +171,8 @@ def expand_jobs(command: str, names: Sequence[str] | str, bits: Sequence[str] | 
         dup = sorted({str(v) for v in values if values.count(v) > 1})
         if dup:  # two jobs on the same run would write the same checkpoint at the same time
             raise ValueError(f"{label} repeats {', '.join(dup)}; each run may appear once")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise TypeError(f"seeds must be non-negative ints, got {seeds!r}")
+    for i, s in enumerate(seeds):
+        check_int(s, f"seeds[{i}]")
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile must be a profile name (smoke, short, paper), got {profile!r}")
     if isinstance(extra_args, str) or not all(isinstance(a, str) for a in extra_args):
@@ -208,7 +208,7 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
 
     Args:
         jobs: jobs with unique names.
-        max_parallel: positive int, how many children at once.
+        max_parallel: an int >= 1, how many children at once.
         log_dir: folder of ``<job.name>.log`` (the child's stdout and stderr), created if needed.
         threads_per_job: sets ``OMP_NUM_THREADS`` and ``AKT_TORCH_THREADS`` in each child, so
             N children do not each start one CPU thread per core.
@@ -224,13 +224,8 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
     Returns:
         One ``JobResult`` per job, in the order of ``jobs``.
     """
-    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int):
-        raise TypeError(f"max_parallel must be a positive int, got {max_parallel!r}")
-    if max_parallel < 1:
-        raise ValueError(f"max_parallel must be a positive int, got {max_parallel}")
-    if threads_per_job is not None and (isinstance(threads_per_job, bool) or not isinstance(threads_per_job, int)
-                                        or threads_per_job < 1):
-        raise ValueError(f"threads_per_job must be a positive int or None, got {threads_per_job!r}")
+    check_int(max_parallel, "max_parallel", 1)
+    check_count(threads_per_job, "threads_per_job", 1)
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -408,8 +403,10 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
         The exit code: 0 when every run is complete, 1 when a child failed (its log is named),
         ``STOPPED`` when runs stopped at the time budget or were not started (rerun to continue).
     """
-    if isinstance(args.jobs, bool) or not isinstance(args.jobs, int) or args.jobs < 1:
-        parser.error(f"--jobs must be a positive int, got {args.jobs}")  # the CLI's type checks it too
+    try:
+        check_int(args.jobs, "--jobs", 1)  # the CLI's type checks it too
+    except ValueError as e:
+        parser.error(str(e))
     passthrough = ["--out", str(out)]  # the time budget is the sweep's: run_jobs gives each child what is left
     for option in ("device", "fast"):
         if getattr(args, option, None) is not None:

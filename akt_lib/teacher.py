@@ -44,7 +44,7 @@ from .models import ARCHS, TeacherUnavailableError, build_model
 from .records import (StopOnSignal, finish_record, load_checkpoint, new_record, results_dir, save_checkpoint,
                       save_record, start_segment)
 from .cli import HelpFormatter, check_device, check_out, positive_int_arg, seconds_arg, seed_arg
-from .utils import check_count, check_seconds, get_device, seed_everything
+from .utils import check_count, check_int, check_seconds, get_device, seed_everything
 
 __all__ = ["TeacherConfig", "PROFILES", "train_teacher", "load_trained_teacher", "load_shipped_teacher",
            "check_teacher_classes", "run_name", "one_cycle", "command_for", "main"]
@@ -92,18 +92,17 @@ class TeacherConfig:
         check_dataset(self.dataset)
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "train_size", "test_size"):
-            v = getattr(self, name)
-            if not (v is None and name.endswith("_size")) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+            check_int(getattr(self, name), name, 1)
+        for name in ("train_size", "test_size"):  # None: the whole split
+            check_count(getattr(self, name), name, 1)
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 0 < self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must be in (0, 1), got {self.warmup_frac!r}")
         if not 0 <= self.label_smoothing < 1 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError("need 0 <= label_smoothing < 1, weight_decay >= 0 and 0 <= momentum < 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_int(self.seed, "seed")
 
     @classmethod
     def from_profile(cls, profile: str = "fast", **overrides) -> "TeacherConfig":

@@ -30,6 +30,7 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
 
 from .plots import _as_series, _axes
 from .records import commit_of
+from .utils import check_int
 
 __all__ = ["config_table_markdown", "model_card_markdown", "show_image_grid", "plot_lr_schedule",
            "plot_training_curve", "recipe_runs_markdown", "plot_recipe_runs", "plot_layer_strips", "plot_per_class_accuracy", "plot_class_probabilities"]
@@ -205,9 +206,7 @@ def plot_lr_schedule(lrs, steps_per_epoch: int | Mapping[str, int], *, ax=None, 
     series = _as_series(lrs, "lrs")
     per = steps_per_epoch if isinstance(steps_per_epoch, Mapping) else dict.fromkeys(series, steps_per_epoch)
     for label in series:
-        spe = per.get(label)
-        if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
-            raise ValueError(f"steps_per_epoch for {label!r} must be a positive int, got {spe!r}")
+        check_int(per.get(label), f"steps_per_epoch for {label!r}", 1)
     ax = _axes(ax)
     for label, ys in series.items():
         ax.plot([t / per[label] for t in range(len(ys))], ys, label=label or None)

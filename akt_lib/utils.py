@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 __all__ = ["seed_everything", "get_device", "git_commit", "device_name", "show_source", "colab_setup", "check_seconds",
-           "check_count", "check_positive"]
+           "check_int", "check_count", "check_positive"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -23,8 +23,7 @@ def seed_everything(seed: int) -> torch.Generator:
         >>> g = seed_everything(0); a = torch.rand(1); _ = seed_everything(0); bool(a == torch.rand(1))
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(seed, "seed")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -52,6 +51,42 @@ def check_seconds(value, name: str = "time_budget_s") -> float | None:
     return float(value)
 
 
+def check_int(value, name: str, low: int = 0, high: int | None = None) -> int:
+    """``value`` if it is a Python ``int`` with ``low <= value`` (and ``value <= high`` when ``high`` is given).
+
+    The one integer check of the library (counts, sizes, seeds, epochs): a ``bool``, a float such as
+    ``4.0``, ``None`` and a NumPy integer are refused (records are JSON, so only plain ints go in).
+
+    Args:
+        value: the value to check.
+        name: the argument's name, used in the error message.
+        low: smallest allowed value (inclusive).
+        high: largest allowed value (inclusive), or ``None`` for no upper bound.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: ``value`` is not an int in the range, naming ``name``, the bounds and ``value``.
+
+    Examples:
+        >>> check_int(3, "epochs", 1)
+        3
+        >>> check_int(True, "epochs", 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: epochs must be an int >= 1, got True
+        >>> check_int(61, "max_doublings", 0, 60)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_doublings must be an int in 0..60, got 61
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
+    return value
+
+
 def check_count(value, name: str, minimum: int = 0) -> int | None:
     """``value`` as an int >= ``minimum``, or ``None``; a bool, float or smaller int is refused.
 
@@ -65,9 +100,10 @@ def check_count(value, name: str, minimum: int = 0) -> int | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum} (or None), got {value!r}")
-    return value
+    try:
+        return check_int(value, name, minimum)
+    except ValueError:
+        raise ValueError(f"{name} must be an int >= {minimum} (or None), got {value!r}") from None
 
 
 def check_positive(value, name: str) -> None:

@@ -25,17 +25,12 @@ from torch import nn
 
 from .bns import BNStatsTap, zeroq_bns_loss
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
+from .utils import check_int
 
 __all__ = ["INITS", "distill_data", "zeroq_ptq"]
 
 #: How ``distill_data`` initialises the images (see its docstring).
 INITS = ("gaussian", "zeroq_uniform")
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _finite_number(value, name: str, positive: bool) -> float:
@@ -134,7 +129,7 @@ def distill_data(teacher: nn.Module, num_images: int = 32, batch_size: int = 32,
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
     for value, name in ((num_images, "num_images"), (batch_size, "batch_size"), (steps, "steps"),
                         (patience, "patience")):
-        _positive_int(value, name)
+        check_int(value, name, 1)
     _finite_number(lr, "lr", positive=True)
     _finite_number(min_lr, "min_lr", positive=False)
     _finite_number(eps, "eps", positive=False)
@@ -227,7 +222,7 @@ def zeroq_ptq(teacher: nn.Module, quant_config: QuantConfig, images, batch_size:
     """
     if not isinstance(quant_config, QuantConfig):
         raise TypeError(f"quant_config must be a QuantConfig, got {type(quant_config).__name__}")
-    _positive_int(batch_size, "batch_size")
+    check_int(batch_size, "batch_size", 1)
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("images is an empty list: pass calibration images, e.g. distill_data(teacher)")

@@ -48,7 +48,7 @@ from .inundation import GradientInundationSGD, inundation_param_groups, scale_ca
 from .quant import QuantConfig, freeze_act_ranges, quantize_model, unfreeze_act_ranges
 from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverged, mark_failed, new_record,
                       resume_teacher, save_checkpoint, save_record, start_segment)
-from .utils import check_count, check_seconds, get_device
+from .utils import check_count, check_int, check_seconds, get_device
 
 __all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES",
            "STUDENT_LOSSES", "RFD_MODES", "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
@@ -143,9 +143,9 @@ class ZSQConfig:
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         for name in ("epochs", "iters_per_epoch", "batch_size", "latent_dim", "eval_batch_size", "checkpoint_every"):
-            check_count(getattr(self, name), name, minimum=1)
-        check_count(self.seed, "seed")
-        check_count(self.warmup_epochs, "warmup_epochs")
+            check_int(getattr(self, name), name, 1)
+        check_int(self.seed, "seed")
+        check_int(self.warmup_epochs, "warmup_epochs")
         for name in ("lr_s", "lr_g", "temperature", "rfd_tau", "gdfq_bns_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -170,9 +170,7 @@ class ZSQConfig:
                 raise ValueError(f"{name} must be a number in {'(' if low_open else '['}0, 1], got {value!r}")
         if not 0.0 < self.gi_threshold < 1.0:
             raise ValueError(f"gi_threshold must be in (0, 1), got {self.gi_threshold}")
-        if self.eval_subset is not None and (isinstance(self.eval_subset, bool) or not isinstance(self.eval_subset, int)
-                                             or self.eval_subset <= 0):
-            raise ValueError(f"eval_subset must be a positive int (test images) or None, got {self.eval_subset!r}")
+        check_count(self.eval_subset, "eval_subset", 1)  # test images
 
     @property
     def quant_config(self) -> QuantConfig:

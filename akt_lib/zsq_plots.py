@@ -33,6 +33,7 @@ except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a
 
 from .data import denormalize
 from .plots import _as_series, _axes, _number  # one definition of the shared helpers
+from .utils import check_int
 
 __all__ = ["show_images", "plot_bars", "plot_curves", "plot_step_layer_heatmap", "plot_accuracy_histories",
            "plot_seed_curves", "plot_rows_by_bits", "html_table"]
@@ -70,9 +71,7 @@ def show_images(images: torch.Tensor, dataset: str, *, captions: Sequence[str] |
         raise ValueError("images is empty: nothing to show")
     if captions is not None and len(captions) != n:
         raise ValueError(f"{len(captions)} captions for {n} images")
-    if not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
-    ncols = min(ncols, n)
+    ncols = min(check_int(ncols, "ncols", 1), n)
     nrows = math.ceil(n / ncols)
     rgb = denormalize(images.detach().float().cpu(), dataset).permute(0, 2, 3, 1)  # (N, H, W, 3) in [0, 1]
     fig, axes = plt.subplots(nrows, ncols, figsize=(cell_size * ncols, cell_size * nrows + (0.4 if title else 0)),

@@ -19,7 +19,7 @@ from akt_lib.teacher import TeacherConfig, train_teacher
 from akt_lib import __main__ as cli_main
 from akt_lib import bench
 from akt_lib.cli import HelpFormatter, positive_int_arg, run_summary, seconds_arg, seed_arg
-from akt_lib.utils import check_count, check_seconds
+from akt_lib.utils import check_count, check_int, check_seconds
 from akt_lib.zsq import smoke_config, train_zsq
 
 BAD_SECONDS = (-1, -0.5, float("nan"), True, "60", [60])
@@ -33,6 +33,26 @@ def test_check_seconds_accepts_none_and_numbers_at_or_above_zero():
     for bad in BAD_SECONDS:
         with pytest.raises(ValueError, match=r"my_budget must be a number of seconds >= 0 .* got "):
             check_seconds(bad, "my_budget")
+
+
+def test_check_int_accepts_plain_ints_in_bounds_and_returns_them():
+    assert check_int(0, "n") == 0 and check_int(7, "n", 7) == 7  # low is inclusive
+    assert check_int(3, "n", 1, 3) == 3 and check_int(1, "n", 1, 3) == 1  # so is high
+    assert check_int(10**30, "n") == 10**30  # no upper bound by default
+    assert check_int(-5, "n", -5) == -5
+
+
+def test_check_int_refuses_bools_floats_strings_none_and_out_of_bounds():
+    for bad in (True, False, 4.0, "3", None, -1):
+        with pytest.raises(ValueError) as info:
+            check_int(bad, "batch_size")
+        assert str(info.value) == f"batch_size must be an int >= 0, got {bad!r}"
+    for bad in (0, 4, 2.0, True):
+        with pytest.raises(ValueError) as info:
+            check_int(bad, "rounds", 1, 3)
+        assert str(info.value) == f"rounds must be an int in 1..3, got {bad!r}"
+    with pytest.raises(ValueError, match="^epochs must be an int >= 2, got 1$"):
+        check_int(1, "epochs", low=2)
 
 
 def test_check_count_refuses_bools_floats_and_small_ints():

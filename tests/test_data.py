@@ -334,7 +334,7 @@ def test_iterate_batches_shuffle_covers_everything_once():
 
 @pytest.mark.parametrize("bad", [0, -3, True, 2.0])
 def test_iterate_batches_bad_size(bad):
-    with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {bad!r}"):
+    with pytest.raises(ValueError, match=f"batch_size must be an int >= 1, got {bad!r}"):
         next(iterate_batches(torch.arange(4), None, bad))
 
 

@@ -88,9 +88,9 @@ def test_an_uncalibrated_model_is_refused(model):
     (dict(labels=torch.zeros(2, 1, dtype=torch.long)), r"int64 tensor of class indices, got \(2, 1\)"),
     (dict(dataset="mnist"), "mnist"),
     (dict(images=torch.zeros(0, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(0, dtype=torch.long)), "empty"),
-    (dict(batch_size=True), "batch_size must be a positive int, got True"),
-    (dict(batch_size=0), "batch_size must be a positive int, got 0"),
-    (dict(batch_size=2.0), "batch_size must be a positive int, got 2.0"),
+    (dict(batch_size=True), "batch_size must be an int >= 1, got True"),
+    (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
+    (dict(batch_size=2.0), "batch_size must be an int >= 1, got 2.0"),
 ])
 def test_bad_inputs_raise(model, bad, match):
     args = dict(images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8), labels=torch.zeros(2, dtype=torch.long),
@@ -102,7 +102,7 @@ def test_bad_inputs_raise(model, bad, match):
 
 @pytest.mark.parametrize("batch_size", [True, -1, 1.5])
 def test_predict_refuses_a_bad_batch_size(model, batch_size):
-    with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {batch_size!r}"):
+    with pytest.raises(ValueError, match=f"batch_size must be an int >= 1, got {batch_size!r}"):
         predict(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "cifar10", batch_size=batch_size)
 
 

@@ -140,5 +140,5 @@ def test_bad_forward_args(gen):
 
 @pytest.mark.parametrize("args", [(0, 10, 100), (4, 0, 100), (4, 10, -1), (4.0, 10, 100)])
 def test_bad_sample_latent_args(args):
-    with pytest.raises(ValueError, match="must be a positive int"):
+    with pytest.raises(ValueError, match="must be an int >= 1"):
         sample_latent(*args)

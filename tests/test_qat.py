@@ -355,8 +355,8 @@ def test_bad_quantizer_args(call, error, match):
 
 
 @pytest.mark.parametrize("max_iter, tol, match", [
-    (0, 1e-3, "max_iter must be a positive int, got 0"),  # used to divide by zero samples
-    (True, 1e-3, "max_iter must be a positive int, got True"),
+    (0, 1e-3, "max_iter must be an int >= 1, got 0"),  # used to divide by zero samples
+    (True, 1e-3, "max_iter must be an int >= 1, got True"),
     (5, -1.0, "tol must be a finite number >= 0, got -1.0"),
     (5, math.nan, "tol must be a finite number >= 0, got nan"),
 ])

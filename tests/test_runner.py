@@ -117,7 +117,7 @@ def test_bad_inputs(tmp_path):
         run_jobs([Job("a", ()), Job("a", ())], 1, tmp_path)
     with pytest.raises(ValueError, match="max_parallel"):
         run_jobs([Job("a", ())], 0, tmp_path)
-    with pytest.raises(TypeError, match="max_parallel"):
+    with pytest.raises(ValueError, match="max_parallel must be an int >= 1, got '2'"):
         run_jobs([Job("a", ())], "2", tmp_path)
     with pytest.raises(ValueError, match="threads_per_job"):
         run_jobs([Job("a", ())], 1, tmp_path, threads_per_job=0)
@@ -130,7 +130,7 @@ def test_bad_inputs(tmp_path):
         expand_jobs("zsq", ["gdfq"], [], [0], profile="smoke")
     with pytest.raises(ValueError, match="seeds repeats 1"):
         expand_jobs("zsq", ["gdfq"], None, [1, 1], profile="smoke")
-    with pytest.raises(TypeError, match="seeds"):
+    with pytest.raises(ValueError, match=r"seeds\[0\] must be an int >= 0, got '0'"):
         expand_jobs("zsq", ["gdfq"], None, ["0"], profile="smoke")
     with pytest.raises(ValueError, match="Job name"):
         Job("../x", ())

@@ -245,6 +245,10 @@ def test_bad_configs(tmp_path, monkeypatch):
     for bad in (0.0, -1.0, float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match="lr must be a finite number > 0"):
             TeacherConfig(lr=bad)
+    for name in ("batch_size", "eval_batch_size"):  # unlike train_size/test_size, never None
+        with pytest.raises(ValueError, match=f"^{name} must be an int >= 1, got None$"):
+            TeacherConfig(**{name: None})
+    assert TeacherConfig(train_size=None, test_size=None).train_size is None
     with pytest.raises(ValueError, match=r"warmup_frac must be in \(0, 1\), got 0.0"):
         TeacherConfig(warmup_frac=0.0)
     with pytest.raises(ValueError, match="profile"):

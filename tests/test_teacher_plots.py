@@ -83,9 +83,9 @@ def test_lr_schedule_x_in_epochs_and_bad_steps():
     ax = tp.plot_lr_schedule({"a": [1.0, 2.0, 3.0], "b": [1.0, 0.5]}, {"a": 3, "b": 1})
     assert [float(v) for v in ax.lines[0].get_xdata()] == pytest.approx([0, 1 / 3, 2 / 3])
     assert [float(v) for v in ax.lines[1].get_xdata()] == [0.0, 1.0]
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="steps_per_epoch for '' must be an int >= 1, got 0"):
         tp.plot_lr_schedule([1.0], 0)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="steps_per_epoch for 'a' must be an int >= 1, got None"):
         tp.plot_lr_schedule({"a": [1.0]}, {"b": 1})
 
 

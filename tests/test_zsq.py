@@ -138,6 +138,14 @@ def test_config_rejects_bad_values(kw, match):
         ZSQConfig(**kw)
 
 
+@pytest.mark.parametrize("name, low", [("epochs", 1), ("seed", 0), ("batch_size", 1), ("warmup_epochs", 0),
+                                       ("checkpoint_every", 1)])
+def test_config_refuses_none_counts(name, low):
+    # check_count accepts None; these fields are not optional, so None fails here and not later with a TypeError.
+    with pytest.raises(ValueError, match=rf"^{name} must be an int >= {low}, got None$"):
+        ZSQConfig(**{name: None})
+
+
 def test_experiment_profiles_keep_the_reference_calibration():
     paper = experiment_config("gdfq", "w4a4", "paper")
     short = experiment_config("gdfq", "w4a4", "short")
