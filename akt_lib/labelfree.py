@@ -625,9 +625,9 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                 if stopped:  # mid-epoch: the checkpoint keeps the epoch's training time so far
                     epoch_train_s += time.perf_counter() - t_epoch
                     break
+                loss, kd, fa = (sums / steps).tolist()  # waits for the epoch's steps (queued on a GPU)
                 t1 = time.perf_counter()
                 acc = evaluate(run.student, x_test, y_test, c.dataset, c.eval_batch_size)
-                loss, kd, fa = (sums / steps).tolist()
                 record["history"].append({"epoch": epoch, "iteration": (epoch + 1) * steps, "acc": acc, "loss": loss,
                                           "kd": kd, "fa": fa, "lr": run.opt.param_groups[0]["lr"],
                                           "lr_q": run.opt.param_groups[1]["lr"] if len(run.opt.param_groups) > 1

@@ -14,7 +14,9 @@ Schedule (§1.5): ``warmup_epochs`` epochs train only G while the student's acti
 calibrate (every student forward updates them); ranges are frozen after every epoch and stay
 frozen from the end of warm-up on. The student stays in ``eval()`` mode (its BatchNorm uses the
 teacher's running statistics; BN affine parameters are still trained). Multi-step LR for G and Q.
-Test accuracy after every epoch, with the epoch's mean losses; the record keeps best *and* final.
+Test accuracy after every epoch, with the epoch's mean losses and its time (``train_s``: the
+steps, a first epoch's also compiling or capturing them; ``eval_s``: the evaluation); the record
+keeps best *and* final.
 
 Runs checkpoint atomically every ``checkpoint_every`` iterations and at every epoch end, and
 ``train_zsq(..., resume=True)`` continues from the last checkpoint bit-for-bit on the CPU.
@@ -541,7 +543,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         idx = fixed_subset(config.eval_subset, len(labels), seed=0)
         images, labels = images[idx], labels[idx]
 
-    start_iter, record, loss_sums, loss_count = 0, None, None, 0
+    start_iter, record, loss_sums, loss_count, epoch_train_s = 0, None, None, 0, 0.0
     keys = stat_keys(config)
     partial: list[str] = []  # keys whose sums in this epoch miss the iterations before a resume
     if state is not None:
@@ -553,6 +555,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         loss_sums, loss_count = state.get("loss_sums"), state.get("loss_count", 0)
         loss_sums = loss_sums.to(device) if loss_sums is not None else None
         partial = list(state.get("loss_partial", []))
+        epoch_train_s = state.get("epoch_train_s", 0.0)  # older checkpoints: this segment's time only
         if loss_sums is not None and loss_sums.numel() < len(keys):
             # A checkpoint from before grad_s or the diagnostics were logged (they come after the
             # older keys): their sums for this epoch lack the iterations before the resume, so the
@@ -570,6 +573,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
     record_fast_mode(record, run.fast)
     start_segment(record, device, run.fast, start_iter)
     wall0, t0 = record["wall_time_s"], time.perf_counter()
+    t_epoch = t0  # this epoch's training time: epoch_train_s (before a resume) + now - t_epoch
     compiled = (run.generator_forward, run.student_forward, run.student_update)
 
     def save(iteration: int, status: str, keep_as: Path | None = None) -> None:
@@ -577,9 +581,11 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record["status"] = status
         record_fallbacks(record, *compiled)
         if ckpt_path is not None:
+            mid_epoch = iteration % config.iters_per_epoch != 0
             ckpt = {"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
                     "iteration": iteration, "record": record, "loss_sums": loss_sums, "loss_count": loss_count,
-                    "loss_partial": partial}
+                    "loss_partial": partial,
+                    "epoch_train_s": epoch_train_s + time.perf_counter() - t_epoch if mid_epoch else 0.0}
             if keep_as is not None:  # first: a crash before the run's own checkpoint redoes (and keeps) the epoch
                 save_checkpoint(ckpt, keep_as)
             save_checkpoint(ckpt, ckpt_path)
@@ -619,12 +625,17 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                 bar.update(1)
                 if it % c.iters_per_epoch == 0:  # end of an epoch: freeze, evaluate, schedule
                     freeze_act_ranges(run.student)
-                    acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
+                    # The means' .tolist() waits for the epoch's steps (queued on a GPU), so train_s
+                    # is their time, not the time to queue them.
                     means = (loss_sums / loss_count).tolist()
                     means = {k: None if k in partial else m for k, m in zip(keys, means)}
+                    t_eval = time.perf_counter()
+                    acc = evaluate(run.student, images, labels, c.dataset, c.eval_batch_size)
                     record["history"].append({"epoch": epoch, "iteration": it, "acc": acc, "warmup": warm,
-                                              "lr_s": run.opt_s.param_groups[0]["lr"], **means})
-                    loss_sums, loss_count, partial = None, 0, []
+                                              "lr_s": run.opt_s.param_groups[0]["lr"], **means,
+                                              "train_s": epoch_train_s + t_eval - t_epoch,
+                                              "eval_s": time.perf_counter() - t_eval})
+                    loss_sums, loss_count, partial, epoch_train_s = None, 0, [], 0.0
                     run.sched_g.step()
                     with warnings.catch_warnings():
                         # During warm-up the student optimizer has not stepped yet; the reference steps
@@ -635,6 +646,7 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
                     if stop_on_nonfinite and mark_diverged(record, LOSS_KEYS):  # NaN weights from here on
                         break
                     save(it, "running", kept_checkpoint(ckpt_path, epoch) if epoch in keep_epochs else None)
+                    t_epoch = time.perf_counter()  # the next epoch starts (the checkpoint's time is in neither)
                 elif it % c.checkpoint_every == 0:
                     save(it, "running")
                 if (stop_after_iters is not None and it >= stop_after_iters) or signals.requested or \

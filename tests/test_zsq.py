@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import re
+import time
 from dataclasses import replace
 
 import pytest
@@ -313,6 +314,34 @@ def test_history_keeps_each_epochs_mean_losses_across_a_resume(teacher, tmp_path
     for i, key in enumerate(zsq.stat_keys(config)):  # mean(1..4), mean(5..8), scaled by the key's 10^i
         assert [h[key] for h in rec["history"]] == [2.5 * 10 ** i, 6.5 * 10 ** i], key
     assert rec["loss_stat"] == "mean over the epoch's iterations"
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
+def test_history_times_each_epochs_steps_and_evaluation_across_a_resume(teacher, tmp_path, monkeypatch):
+    # Oracle: steps and evaluations that take known times (sleeps). The run stops mid-epoch, waits
+    # 1.5 s, and resumes: the epoch's train_s holds its four steps, not the wait.
+    import akt_lib.zsq as zsq
+
+    step_s, eval_s, wait_s = 0.05, 0.1, 1.5
+
+    def fake_step(self, train_student):
+        time.sleep(step_s)
+        return {name: torch.tensor(1.0) for name in zsq.stat_keys(self.config)}
+
+    def fake_evaluate(*args, **kwargs):
+        time.sleep(eval_s)
+        return 50.0
+
+    monkeypatch.setattr(zsq._Run, "step", fake_step)
+    monkeypatch.setattr(zsq, "evaluate", fake_evaluate)
+    config = _tiny(epochs=2, iters_per_epoch=4, warmup_epochs=1, lr_milestones=(1,), checkpoint_every=1000)
+    kw = dict(name="t", teacher=teacher, out_dir=tmp_path, progress=False, device="cpu")
+    train_zsq(config, stop_after_iters=6, **kw)  # epoch 0 done, epoch 1 half done
+    time.sleep(wait_s)
+    _, rec = train_zsq(config, **kw)
+    for h in rec["history"]:
+        assert 4 * step_s <= h["train_s"] < 4 * step_s + 0.7 < wait_s, h
+        assert eval_s <= h["eval_s"] < eval_s + 0.4, h
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the fake step never steps G
