@@ -53,7 +53,8 @@ from .records import (StopOnSignal, finish_record, load_checkpoint, mark_diverge
 from .utils import check_count, check_int, check_seconds, get_device
 
 __all__ = ["ZSQConfig", "train_zsq", "load_run", "kept_checkpoint", "cuda_auto_mode", "stat_keys", "GENERATOR_LOSSES",
-           "STUDENT_LOSSES", "RFD_MODES", "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS"]
+           "STUDENT_LOSSES", "RFD_MODES", "LOSS_KEYS", "DIAGNOSTIC_KEYS", "ADADFQ_DIAGNOSTIC_KEYS",
+           "TIME_KEYS"]
 
 GENERATOR_LOSSES = ("gdfq", "adadfq")
 STUDENT_LOSSES = ("gdfq", "ait", "adadfq")
@@ -78,6 +79,9 @@ LOSS_KEYS = ("loss_g", "loss_s", "bns", "rfd", "grad_s")
 #: g_margin + 0.2·g_ds + 0.1·g_as + bns.
 DIAGNOSTIC_KEYS = ("ce_t", "agree", "grad_g")
 ADADFQ_DIAGNOSTIC_KEYS = ("g_margin", "g_ds", "g_as")
+#: The history's per-epoch times in seconds (its steps; its evaluation): two runs of one configuration
+#: differ in them and in nothing else on the CPU.
+TIME_KEYS = ("train_s", "eval_s")
 
 
 def stat_keys(config: "ZSQConfig") -> tuple[str, ...]:
