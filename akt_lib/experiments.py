@@ -33,7 +33,7 @@ from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
            "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "print_tables",
-           "main"]
+           "progress_row", "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -295,17 +295,24 @@ def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
                    folder: str | Path | None = None) -> list[dict]:
     """One row per training run that has started but not finished (a checkpoint to resume from):
     experiment, bits, seed, status, epochs done, best accuracy so far, wall time so far."""
-    rows = []
-    for (name, bits), recs in sorted(run_records(profile, dataset, folder, status=None).items()):
-        for r in recs:
-            if r.get("status") == "complete":
-                continue
-            hist, epochs = r.get("history") or [], r.get("config", {}).get("epochs")
-            rows.append({"experiment": name, "bits": bits.upper(), "seed": r["seed"], "status": r.get("status"),
-                         "epochs done": f"{len(hist)} / {epochs}",
-                         "best so far": f"{max(h['acc'] for h in hist):.2f}" if hist else "—",
-                         "wall time": f"{r.get('wall_time_s', 0.0) / 60:.0f} min"})
-    return rows
+    runs = sorted(run_records(profile, dataset, folder, status=None).items())
+    return [progress_row(name, bits, r) for (name, bits), recs in runs for r in recs if r.get("status") != "complete"]
+
+
+def progress_row(name: str, bits: str, record: dict) -> dict:
+    """A ``progress_table`` row of one run's record (zero-shot or label-free).
+
+    Examples:
+        >>> row = progress_row("gdfq", "w4a4", {"seed": 1, "status": "stopped", "config": {"epochs": 400},
+        ...                                     "history": [{"acc": 80.5}, {"acc": 81.25}], "wall_time_s": 570.0})
+        >>> row["bits"], row["epochs done"], row["best so far"], row["wall time"]
+        ('W4A4', '2 / 400', '81.25', '10 min')
+    """
+    hist = record.get("history") or []
+    return {"experiment": name, "bits": bits.upper(), "seed": record["seed"], "status": record.get("status"),
+            "epochs done": f"{len(hist)} / {record.get('config', {}).get('epochs')}",
+            "best so far": f"{max(h['acc'] for h in hist):.2f}" if hist else "—",
+            "wall time": f"{record.get('wall_time_s', 0.0) / 60:.0f} min"}
 
 
 def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: str | Path | None = None,
@@ -429,12 +436,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def print_tables(rows: list[dict], profile: str, dataset: str, folder: str | Path | None) -> None:
-    """Print ``results_table`` rows, then the runs of ``folder`` that started and did not finish
-    (``progress_table``), which the first table counts as not run: a stopped run is not a result,
-    but it is not nothing either (rerunning its command line resumes it)."""
+def print_tables(rows: list[dict], unfinished: list[dict]) -> None:
+    """Print ``results_table`` rows, then the runs that started and did not finish (``progress_table``
+    rows), which the first table counts as not run: a stopped run is not a result, but it is not
+    nothing either (rerunning its command line resumes it)."""
     print(format_table(rows))
-    unfinished = progress_table(profile, dataset, folder)
     if unfinished:
         print(f"\nStarted, not finished ({len(unfinished)}; the same command line resumes them):\n")
         print(format_table(unfinished))
@@ -567,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = results_table(args.profile, args.dataset, args.folder)
         warn_if_no_records(rows, Path(args.folder) if args.folder else results_dir() / "zsq", "zsq", args.profile,
                            args.dataset)
-        print_tables(rows, args.profile, args.dataset, args.folder)
+        print_tables(rows, progress_table(args.profile, args.dataset, args.folder))
         return 0
     if args.keep_epochs:
         check_keep_epochs(r, args)
@@ -576,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import run_cli_parallel
 
         code = run_cli_parallel("zsq", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
-        print_tables(results_table(args.profile, args.dataset, out, names=args.names), args.profile, args.dataset, out)
+        print_tables(results_table(args.profile, args.dataset, out, names=args.names),
+                     progress_table(args.profile, args.dataset, out))
         return code
     budget = CommandBudget(args.time_budget)
     for name in args.names:
@@ -590,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                                      progress=not args.no_progress, device=args.device, **kw)
                 budget.finished(rec)
                 print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
-    print_tables(results_table(args.profile, args.dataset, out, names=args.names), args.profile, args.dataset, out)
+    print_tables(results_table(args.profile, args.dataset, out, names=args.names),
+                 progress_table(args.profile, args.dataset, out))
     return budget.exit_code()
 
 

@@ -32,14 +32,14 @@ from .cli import HelpFormatter, run_summary
 from .data import DATASETS
 # One command line and one table format for both families:
 from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
-                          format_table, mean_delta, parse_bits, warn_if_no_records)
+                          format_table, mean_delta, parse_bits, print_tables, progress_row, warn_if_no_records)
 from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, train_labelfree
 from .models import TeacherUnavailableError
 from .records import load_records, results_dir
 from .runner import CommandBudget
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PAPER_SOURCES", "experiment_config", "run_experiment",
-           "results_table", "format_table", "main"]
+           "results_table", "progress_table", "format_table", "main"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,26 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     return rows
 
 
+def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
+                   folder: str | Path | None = None) -> list[dict]:
+    """One row per label-free run in ``folder`` (default ``results/labelfree/<profile>``) that has
+    started but not finished (``experiments.progress_row``), sorted by row and seed. Of two records
+    of one run, the newer counts.
+
+    Examples:
+        >>> progress_table("smoke", folder="/nonexistent")
+        []
+    """
+    folder = Path(folder) if folder is not None else results_dir() / "labelfree" / profile
+    newest = {}
+    for r in sorted(load_records(folder, kind="labelfree", status=None) if folder.is_dir() else [],
+                    key=lambda r: str(r.get("created", ""))):
+        if r.get("profile") == profile and r.get("dataset") == dataset:
+            newest[(r["name"], r["seed"])] = r
+    return [progress_row(r.get("experiment") or name, r.get("bits") or "", r)
+            for (name, _), r in sorted(newest.items()) if r.get("status") != "complete"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib labelfree {list,run,table}``."""
     p = argparse.ArgumentParser(prog="python -m akt_lib labelfree",
@@ -213,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = results_table(args.profile, args.dataset, args.folder)
         warn_if_no_records(rows, Path(args.folder) if args.folder else results_dir() / "labelfree", "labelfree",
                            args.profile, args.dataset)
-        print(format_table(rows))
+        print_tables(rows, progress_table(args.profile, args.dataset, args.folder))
         return 0
     out = check_run_args(r, args, EXPERIMENTS, "labelfree")
     if args.jobs != 1:
         from .runner import run_cli_parallel
 
         code = run_cli_parallel("labelfree", args, out, {n: EXPERIMENTS[n].bits for n in args.names}, p)
-        print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+        print_tables(results_table(args.profile, args.dataset, out, names=args.names),
+                     progress_table(args.profile, args.dataset, out))
         return code
     unavailable, budget = 0, CommandBudget(args.time_budget)
     for name in args.names:
@@ -238,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 budget.finished(rec)
                 print(run_summary(f"{name} {bits} seed {seed}", rec), flush=True)
-    print(format_table(results_table(args.profile, args.dataset, out, names=args.names)))
+    print_tables(results_table(args.profile, args.dataset, out, names=args.names),
+                 progress_table(args.profile, args.dataset, out))
     return 2 if unavailable else budget.exit_code()  # 2: a teacher this machine lacks, as __main__ reports it
 
 

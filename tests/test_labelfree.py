@@ -368,6 +368,15 @@ def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
     rows = lx.results_table("smoke", folder=tmp_path)
     assert next(r for r in rows if r["experiment"] == "pact" and r["bits"] == "W4A4")["best"] == "not run"
     assert next(r for r in rows if r["experiment"] == "pact+sqakd" and r["bits"] == "W4A4")["seeds"] == 1
+    # A stopped run is listed below the table (which counts complete runs only), and only then.
+    assert "not finished" not in table
+    stopped = {**json.loads(path.read_text()), "seed": 1, "status": "stopped", "name": "pact+sqakd-w4a4-seed1"}
+    stopped["history"] = stopped["history"][:1]
+    (tmp_path / "stopped.json").write_text(json.dumps(stopped))
+    assert lx.main(["table", "--profile", "smoke", "--folder", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "Started, not finished (1; the same command line resumes them)" in table
+    assert f"| pact+sqakd | W4A4 | 1 | stopped | 1 / {stopped['config']['epochs']} | " in table
     assert lf._method_label(lf.LabelFreeConfig(amp=True)).endswith("[bf16 autocast on CUDA]")
     assert "bf16" not in lf._method_label(lf.LabelFreeConfig())
 
