@@ -26,10 +26,11 @@ from pathlib import Path
 
 from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
-from .records import first_nonfinite_epoch, load_records, results_dir
+from .records import finished_record, first_nonfinite_epoch, load_records, results_dir
 from .cli import HelpFormatter, check_device, check_out, positive_int_arg, run_summary, seconds_arg, seed_arg
 from .runner import CommandBudget
-from .zsq import LOSS_KEYS, ZSQConfig, smoke_config, train_zsq
+from .zsq import LOSS_KEYS, ZSQConfig, resolve_teacher, smoke_config, train_zsq
+from .zsq import _paths as zsq_paths
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
            "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "print_tables",
@@ -168,12 +169,18 @@ def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = 
 
     ``kwargs`` go to ``train_zsq`` (``teacher=``, ``device=``, ``time_budget_s=``, ``fast=`` ...);
     ZeroQ (post-training only) takes ``teacher=`` and ``device=`` and ignores the training options.
+    A complete record of the same config and teacher already in ``out_dir`` is returned as it is
+    (``records.finished_record``): rerunning a command line trains only what has not finished.
     """
     exp = EXPERIMENTS.get(name)
     if exp is not None and exp.kind == "ptq":
         return run_zeroq(bits, profile=profile, dataset=dataset, seed=seed, out_dir=out_dir, progress=progress,
                          teacher=kwargs.get("teacher"), device=kwargs.get("device"))
     config = experiment_config(name, bits, profile, dataset, seed)
+    done = finished_record(zsq_paths(Path(out_dir), config, f"{name}-{bits}")[0] if out_dir is not None else None,
+                           config.to_dict(), lambda: kwargs.get("teacher") or resolve_teacher(config)[1])
+    if done is not None:  # finished already (its checkpoint may be gone): not trained again
+        return done
     _, record = train_zsq(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,
                           tags={"experiment": name, "bits": bits}, **kwargs)
     return record

@@ -33,9 +33,10 @@ from .data import DATASETS
 # One command line and one table format for both families:
 from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
                           format_table, mean_delta, parse_bits, print_tables, progress_row, warn_if_no_records)
-from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, train_labelfree
+from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, resolve_teacher, train_labelfree
+from .labelfree import _paths as labelfree_paths
 from .models import TeacherUnavailableError
-from .records import load_records, results_dir
+from .records import finished_record, load_records, results_dir
 from .runner import CommandBudget
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PAPER_SOURCES", "experiment_config", "run_experiment",
@@ -113,9 +114,15 @@ def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = 
                    out_dir: str | Path | None = None, progress: bool = True, **kwargs) -> dict:
     """Run one row (one seed); return its record (written to ``out_dir`` when given).
 
-    ``kwargs`` go to ``train_labelfree`` (``teacher=``, ``device=``, ``time_budget_s=`` ...).
+    ``kwargs`` go to ``train_labelfree`` (``teacher=``, ``device=``, ``time_budget_s=`` ...). A
+    complete record of the same config and teacher already in ``out_dir`` is returned as it is
+    (``records.finished_record``): rerunning a command line trains only what has not finished.
     """
     config = experiment_config(name, bits, profile, dataset, seed)
+    done = finished_record(labelfree_paths(Path(out_dir), config, f"{name}-{bits}")[0] if out_dir is not None
+                           else None, config.to_dict(), lambda: kwargs.get("teacher") or resolve_teacher(config)[1])
+    if done is not None:  # finished already (its checkpoint may be gone): not trained again
+        return done
     _, record = train_labelfree(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,
                                 tags={"experiment": name, "bits": bits}, **kwargs)
     return record

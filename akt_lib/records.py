@@ -36,7 +36,8 @@ from .utils import device_name, git_commit
 
 __all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
            "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "resume_teacher",
-           "StopOnSignal", "mark_failed", "nonfinite_keys", "mark_diverged", "first_nonfinite_epoch"]
+           "StopOnSignal", "mark_failed", "nonfinite_keys", "mark_diverged", "first_nonfinite_epoch",
+           "finished_record"]
 
 RECORD_VERSION = 1
 
@@ -324,6 +325,37 @@ def load_record(path: str | os.PathLike) -> dict:
     if not isinstance(record, dict) or "config" not in record or "history" not in record:
         raise ValueError(f"{path} is JSON but not a run record (no 'config'/'history')")
     return record
+
+
+def finished_record(path: str | os.PathLike | None, config: dict, teacher) -> dict | None:
+    """The complete record at ``path`` of a run with this ``config`` and teacher, or ``None``.
+
+    What lets a rerun of a command line skip the runs it has finished, also where their
+    checkpoints are gone (a clone holds the committed records, not the checkpoints) or are older
+    than the record (a checkpoint of the run before it finished): without it, such a rerun would
+    train the run again and write over its record.
+
+    Args:
+        path: where the run writes its record (``None``: nowhere, so nothing is finished).
+        config: the run's config (``config.to_dict()``), compared as the record stores it (JSON).
+        teacher: a callable returning the teacher module the run would use, called only when a
+            complete record of ``config`` is there: the record counts only if its
+            ``teacher_sha256`` is that teacher's ``module_fingerprint``.
+
+    Examples:
+        >>> finished_record(None, {}, lambda: None) is None
+        True
+    """
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        done = load_record(path)
+    except ValueError:
+        return None  # not a record: the run writes over it, as before
+    # As the record stores it: JSON has lists, not tuples (milestones, betas).
+    if done.get("status") != "complete" or done.get("config") != _jsonable(config) or "teacher_sha256" not in done:
+        return None
+    return done if done["teacher_sha256"] == module_fingerprint(teacher()) else None
 
 
 def load_records(folder: str | os.PathLike | None = None, kind: str | None = None,
