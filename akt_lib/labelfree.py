@@ -623,6 +623,8 @@ def train_labelfree(config: LabelFreeConfig, name: str = "labelfree", out_dir: s
                         stopped = True
                         break
                 if stopped:  # mid-epoch: the checkpoint keeps the epoch's training time so far
+                    if device.type == "cuda":  # including its steps still queued
+                        torch.cuda.synchronize(device)
                     epoch_train_s += time.perf_counter() - t_epoch
                     break
                 loss, kd, fa = (sums / steps).tolist()  # waits for the epoch's steps (queued on a GPU)

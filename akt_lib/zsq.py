@@ -586,6 +586,8 @@ def train_zsq(config: ZSQConfig, name: str = "zsq", out_dir: str | Path | None =
         record_fallbacks(record, *compiled)
         if ckpt_path is not None:
             mid_epoch = iteration % config.iters_per_epoch != 0
+            if mid_epoch and device.type == "cuda":  # the epoch's time so far counts its queued steps too
+                torch.cuda.synchronize(device)
             ckpt = {"config": config.to_dict(), "device_type": device.type, "run": run.state_dict(),
                     "iteration": iteration, "record": record, "loss_sums": loss_sums, "loss_count": loss_count,
                     "loss_partial": partial,
