@@ -116,11 +116,15 @@ def run_experiment(name: str, bits: str, profile: str = "paper", dataset: str = 
 
     ``kwargs`` go to ``train_labelfree`` (``teacher=``, ``device=``, ``time_budget_s=`` ...). A
     complete record of the same config and teacher already in ``out_dir`` is returned as it is
-    (``records.finished_record``): rerunning a command line trains only what has not finished.
+    (``records.finished_record``): rerunning a command line trains only what has not finished. With
+    a ``student=`` module the run always trains (the record does not identify its weights).
     """
     config = experiment_config(name, bits, profile, dataset, seed)
-    done = finished_record(labelfree_paths(Path(out_dir), config, f"{name}-{bits}")[0] if out_dir is not None
-                           else None, config.to_dict(), lambda: kwargs.get("teacher") or resolve_teacher(config)[1])
+    # A given student= module's weights are not in the record (only its name, "given"): such a run
+    # always trains.
+    path = labelfree_paths(Path(out_dir), config, f"{name}-{bits}")[0] if out_dir is not None else None
+    done = (finished_record(path, config.to_dict(), lambda: kwargs.get("teacher") or resolve_teacher(config)[1])
+            if kwargs.get("student") is None else None)
     if done is not None:  # finished already (its checkpoint may be gone): not trained again
         return done
     _, record = train_labelfree(config, name=f"{name}-{bits}", out_dir=out_dir, progress=progress,

@@ -244,8 +244,10 @@ def test_ewgs_update_reports_the_means_of_the_deltas_it_set(teacher, monkeypatch
 
 def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tmp_path, monkeypatch):
     # As for the zero-shot rows (test_zsq): a finished run whose checkpoint is gone is not trained again.
+    # The student starts from the row's own init (a quantized copy of the teacher, resolved by name).
     monkeypatch.setattr(lf, "SMOKE", {**lf.SMOKE, **TINY})
-    kw = dict(profile="smoke", out_dir=tmp_path, progress=False, student=teacher, device="cpu")
+    monkeypatch.setattr(lf, "resolve_student_init", lambda config, teacher, name: ("fixture-init", teacher))
+    kw = dict(profile="smoke", out_dir=tmp_path, progress=False, device="cpu")
     lx.run_experiment("dorefa+sqakd", "w2a2", teacher=teacher, **kw)
     path = tmp_path / "dorefa+sqakd-w2a2-cifar10-jpeg-seed0-smoke.json"
     on_disk = path.read_text()
@@ -259,6 +261,7 @@ def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tm
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
     assert lx.run_experiment("dorefa+sqakd", "w2a2", teacher=other, **kw) == {"trained": 1}
+    assert lx.run_experiment("dorefa+sqakd", "w2a2", teacher=teacher, student=other, **kw) == {"trained": 1}
 
 
 def test_record_written_with_provenance(teacher, tmp_path, monkeypatch):
