@@ -43,9 +43,15 @@ RECORD_VERSION = 1
 
 
 def results_dir() -> Path:
-    """``$AKT_RESULTS_DIR``, else ``results/`` at the repository root."""
+    """Where run records go and where the book's tables read them: ``$AKT_RESULTS_DIR``; else the
+    ``results/`` folder of the repository when the library runs from a checkout (the records the
+    book reports); else, for an installed package, ``results/`` in the current folder (never
+    inside site-packages, where a pip upgrade would delete the records)."""
     env = os.environ.get("AKT_RESULTS_DIR")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "results"
+    if env:
+        return Path(env).expanduser()
+    root = Path(__file__).resolve().parents[1]
+    return root / "results" if (root / "pyproject.toml").is_file() else Path.cwd() / "results"
 
 
 def new_record(kind: str, name: str, dataset: str, config: dict, seed: int, profile: str,

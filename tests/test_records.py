@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from akt_lib import records
 from akt_lib.records import (finish_record, load_checkpoint, load_record, load_records, new_record, results_dir,
                              save_checkpoint, save_record)
 
@@ -124,7 +125,21 @@ def test_results_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AKT_RESULTS_DIR", str(tmp_path))
     assert results_dir() == tmp_path
     monkeypatch.delenv("AKT_RESULTS_DIR")
-    assert results_dir().name == "results"
+    assert results_dir() == Path(records.__file__).resolve().parents[1] / "results"  # this checkout's
+
+
+def test_results_dir_of_an_installed_package_is_the_current_folder(tmp_path, monkeypatch):
+    # Installed (no pyproject.toml beside the package): records go to ./results, not into site-packages.
+    site = tmp_path / "site-packages" / "akt_lib"
+    site.mkdir(parents=True)
+    monkeypatch.delenv("AKT_RESULTS_DIR", raising=False)
+    monkeypatch.setattr(records, "__file__", str(site / "records.py"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert results_dir() == work / "results"
+    (tmp_path / "site-packages" / "pyproject.toml").write_text("")  # a checkout after all
+    assert results_dir() == tmp_path / "site-packages" / "results"
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
