@@ -202,7 +202,8 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     record of kind ``"zsq"`` with one evaluation (best = final) and the teacher's fingerprint
     (``teacher_sha256``). A complete record of the same config already in ``out_dir`` is returned
     instead of redoing it when it was made with the same teacher: the same fingerprint, or, for a
-    record older than fingerprints, the same teacher name (never for a ``teacher=`` module).
+    record older than fingerprints, the same teacher name (never for a ``teacher=`` module):
+    ``records.finished_record``, as for the training rows.
     """
     import time
 
@@ -224,22 +225,16 @@ def run_zeroq(bits: str, profile: str = "paper", dataset: str = "cifar10-jpeg", 
     if teacher is None:
         teacher_name, teacher = resolve_teacher(base)
     teacher = teacher.to(device).eval()
-    teacher_sha = module_fingerprint(teacher)
     sizes = ZEROQ_PROFILES[profile]
     config = {"method": "zeroq", "dataset": dataset, "w_bits": w, "a_bits": a, "range_update": "minmax",
               "seed": seed, "profile": profile, "lr": 0.5, **sizes}
     path = Path(out_dir) / f"zeroq-{bits}-{dataset}-seed{seed}-{profile}.json" if out_dir is not None else None
-    if path is not None and path.is_file():  # done already: keep that record (e.g. a GPU's) instead of redoing it
-        from .records import load_record
-
-        done = load_record(path)
-        same_teacher = (done.get("teacher_sha256") == teacher_sha if "teacher_sha256" in done
-                        else teacher_name != "given" and done.get("teacher") == teacher_name)
-        if done.get("status") == "complete" and done.get("config") == config and same_teacher:
-            return done
+    done = finished_record(path, config, lambda: teacher, None if teacher_name == "given" else teacher_name)
+    if done is not None:  # done already: keep that record (e.g. a GPU's) instead of redoing it
+        return done
     record = new_record("zsq", f"zeroq-{bits}", dataset, config, seed, profile, device)
-    record.update(teacher=teacher_name, teacher_sha256=teacher_sha, method="ZeroQ (PTQ)", experiment="zeroq",
-                  bits=bits)
+    record.update(teacher=teacher_name, teacher_sha256=module_fingerprint(teacher), method="ZeroQ (PTQ)",
+                  experiment="zeroq", bits=bits)
     images, labels = load_split(dataset, "test")
     if profile == "smoke":
         idx = fixed_subset(64, len(labels), seed=0)

@@ -333,7 +333,8 @@ def load_record(path: str | os.PathLike) -> dict:
     return record
 
 
-def finished_record(path: str | os.PathLike | None, config: dict, teacher) -> dict | None:
+def finished_record(path: str | os.PathLike | None, config: dict, teacher,
+                    teacher_name: str | None = None) -> dict | None:
     """The complete record at ``path`` of a run with this ``config`` and teacher, or ``None``.
 
     What lets a rerun of a command line skip the runs it has finished, also where their
@@ -347,6 +348,12 @@ def finished_record(path: str | os.PathLike | None, config: dict, teacher) -> di
         teacher: a callable returning the teacher module the run would use, called only when a
             complete record of ``config`` is there: the record counts only if its
             ``teacher_sha256`` is that teacher's ``module_fingerprint``.
+        teacher_name: for a record older than fingerprints (no ``teacher_sha256``), the name of the
+            teacher resolved by name: such a record counts only if it names the same one. ``None``
+            (a given module, or no name to vouch) never counts it.
+
+    Raises:
+        ValueError: the file at ``path`` is not a run record (``load_record``).
 
     Examples:
         >>> finished_record(None, {}, lambda: None) is None
@@ -354,14 +361,13 @@ def finished_record(path: str | os.PathLike | None, config: dict, teacher) -> di
     """
     if path is None or not Path(path).is_file():
         return None
-    try:
-        done = load_record(path)
-    except ValueError:
-        return None  # not a record: the run writes over it, as before
+    done = load_record(path)
     # As the record stores it: JSON has lists, not tuples (milestones, betas).
-    if done.get("status") != "complete" or done.get("config") != _jsonable(config) or "teacher_sha256" not in done:
+    if done.get("status") != "complete" or done.get("config") != _jsonable(config):
         return None
-    return done if done["teacher_sha256"] == module_fingerprint(teacher()) else None
+    if "teacher_sha256" in done:
+        return done if done["teacher_sha256"] == module_fingerprint(teacher()) else None
+    return done if teacher_name is not None and done.get("teacher") == teacher_name else None
 
 
 def load_records(folder: str | os.PathLike | None = None, kind: str | None = None,
