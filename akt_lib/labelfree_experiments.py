@@ -209,10 +209,17 @@ def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",
     started but not finished (``experiments.progress_row``), sorted by row and seed. Of two records
     of one run, the newer counts.
 
+    Raises:
+        ValueError: an unknown profile or dataset (a typo would otherwise read as "nothing unfinished").
+
     Examples:
         >>> progress_table("smoke", folder="/nonexistent")
         []
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; available: {', '.join(PROFILES)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; available: {', '.join(DATASETS)}")
     folder = Path(folder) if folder is not None else results_dir() / "labelfree" / profile
     newest = {}
     for r in sorted(load_records(folder, kind="labelfree", status=None) if folder.is_dir() else [],

@@ -353,12 +353,16 @@ def finished_record(path: str | os.PathLike | None, config: dict, teacher,
             (a given module, or no name to vouch) never counts it.
 
     Raises:
+        TypeError: ``teacher`` is not callable (pass ``lambda: model``).
         ValueError: the file at ``path`` is not a run record (``load_record``).
 
     Examples:
         >>> finished_record(None, {}, lambda: None) is None
         True
     """
+    if isinstance(teacher, torch.nn.Module) or not callable(teacher):  # a module is callable too: its forward
+        raise TypeError(f"teacher must be a callable that returns the teacher module (e.g. lambda: model), "
+                        f"got {type(teacher).__name__}")
     if path is None or not Path(path).is_file():
         return None
     done = load_record(path)

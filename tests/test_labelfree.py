@@ -399,6 +399,9 @@ def test_cli_list_run_and_table(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     assert "Started, not finished (1; the same command line resumes them)" in table
     assert f"| pact+sqakd | W4A4 | 1 | stopped | 1 / {stopped['config']['epochs']} | " in table
+    for bad, match in ((dict(profile="papr"), "unknown profile 'papr'"), (dict(dataset="cifar11"), "cifar11")):
+        with pytest.raises(ValueError, match=match):
+            lx.progress_table(**{"profile": "smoke", **bad}, folder=tmp_path)
     assert lf._method_label(lf.LabelFreeConfig(amp=True)).endswith("[bf16 autocast on CUDA]")
     assert "bf16" not in lf._method_label(lf.LabelFreeConfig())
 

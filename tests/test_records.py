@@ -121,6 +121,11 @@ def test_load_record_errors(tmp_path):
         load_record(tmp_path / "missing.json")
 
 
+def test_finished_record_needs_a_teacher_callable(tmp_path):
+    with pytest.raises(TypeError, match="teacher must be a callable that returns the teacher module"):
+        records.finished_record(tmp_path / "x.json", {}, torch.nn.Linear(1, 1))
+
+
 def test_results_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AKT_RESULTS_DIR", str(tmp_path))
     assert results_dir() == tmp_path
