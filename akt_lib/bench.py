@@ -41,7 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .cli import HelpFormatter, check_device, check_out, positive_int_arg
 from .fast import FAST_MODES, compile_step, fused_kwargs, mark_step_begin, resolve_fast
 from .models import build_model
-from .utils import check_int
+from .utils import check_int, mps_active
 
 __all__ = ["CASES", "PAPER_BATCH", "make_step", "count_ops", "time_step", "bench_case", "bench_concurrency",
            "loss_agreement", "profile_step", "trace_markdown", "trace_summary_markdown", "markdown_table",
@@ -469,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     if "/" in name or name.startswith("."):
         p.error(f"--name must be a plain file stem, got {name!r}")
     record = new_record("bench", name, "cifar10-jpeg", config, 0, args.profile, device)
+    # Under NVIDIA MPS the concurrency rows' processes run their kernels at the same time.
+    record["mps"] = device.type == "cuda" and mps_active()
     path = check_out(p, Path(args.out) if args.out else results_dir() / "bench") / f"{name}.json"
     if path.is_file() and not args.overwrite:
         try:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from .data import check_dataset
-from .utils import device_name, git_commit
+from .utils import device_name, git_commit, mps_active, side_by_side
 
 __all__ = ["new_record", "start_segment", "finish_record", "commit_of", "save_record", "load_record", "load_records",
            "save_checkpoint", "load_checkpoint", "results_dir", "module_fingerprint", "resume_teacher",
@@ -87,16 +87,20 @@ def start_segment(record: dict, device: torch.device | str, fast: str | None, st
     A run stopped by a time budget may resume under another commit, on another GPU or in another
     step mode: the top-level ``commit``/``device``/``torch`` name the first segment only, so every
     segment is listed, and ``mixed_commits`` says when the run's iterations came from more than one
-    commit (its numbers then describe no single version of the code).
+    commit (its numbers then describe no single version of the code). ``side_by_side`` is how many
+    runs the runner put on the device at once (``utils.side_by_side``; its wall time is then a shared
+    time) and ``mps`` whether NVIDIA MPS ran their kernels concurrently.
 
     Examples:
         >>> rec = {}
         >>> seg = start_segment(rec, "cpu", "off", 0)
         >>> sorted(seg), rec["mixed_commits"]
-        (['commit', 'device', 'fast', 'start', 'started', 'torch'], False)
+        (['commit', 'device', 'fast', 'mps', 'side_by_side', 'start', 'started', 'torch'], False)
     """
     seg = {"start": int(start), "commit": git_commit(), "device": device_name(device), "torch": torch.__version__,
-           "fast": fast, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "fast": fast, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           # runs sharing the device in this segment (its wall time is a shared time), and NVIDIA MPS
+           "side_by_side": side_by_side(), "mps": torch.device(device).type == "cuda" and mps_active()}
     record.setdefault("segments", []).append(seg)
     record["mixed_commits"] = len({s["commit"] for s in record["segments"]}) > 1
     return seg

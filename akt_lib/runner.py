@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .records import StopOnSignal
-from .utils import check_count, check_int, check_seconds
+from .utils import SIDE_BY_SIDE_ENV, check_count, check_int, check_seconds
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
            "default_parallel", "run_cli_parallel", "STOPPED", "CommandBudget"]
@@ -265,6 +265,9 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
                     continue
                 left = budget.left()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}  # live logs while it runs
+                # The runs record how many share the device (their wall times are shared times); a
+                # caller that starts several sweeps at once sets the total itself.
+                env.setdefault(SIDE_BY_SIDE_ENV, str(min(max_parallel, len(jobs))))
                 if threads_per_job is not None:
                     env["OMP_NUM_THREADS"] = env["AKT_TORCH_THREADS"] = str(threads_per_job)
                 cmd = command_fn(job, python) + ([] if left is None else ["--time-budget", f"{left:.0f}"])

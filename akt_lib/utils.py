@@ -139,6 +139,41 @@ def device_name(device: torch.device | str | None = None) -> str:
     return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
+#: Environment variable through which a runner tells each run how many runs it puts side by side on
+#: the device (``runner.run_jobs``; a whole GPU session's count when ``dev/gpu/session.py`` starts
+#: several sweeps). Runs record it (``records.start_segment``): their wall times are shared times.
+SIDE_BY_SIDE_ENV = "AKT_SIDE_BY_SIDE"
+
+
+def side_by_side() -> int:
+    """How many runs share the device with this one counted in, as its runner said (1 when run alone
+    or by hand: the library cannot see other people's processes).
+
+    Examples:
+        >>> os.environ.pop(SIDE_BY_SIDE_ENV, None); side_by_side()
+        1
+    """
+    value = os.environ.get(SIDE_BY_SIDE_ENV, "1")
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"${SIDE_BY_SIDE_ENV} must be an int >= 1 (runs sharing the device), got {value!r}")
+    return n
+
+
+def mps_active() -> bool:
+    """Whether an NVIDIA MPS control daemon is listening where CUDA clients look for it.
+
+    Under MPS the kernels of several processes run on the GPU at the same time instead of taking
+    turns, which changes what side-by-side runs gain (``bench`` and the runs record it). CUDA looks
+    in ``$CUDA_MPS_PIPE_DIRECTORY``, by default ``/tmp/nvidia-mps``, for the daemon's ``control``
+    pipe.
+    """
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control").exists()
+
+
 def git_commit(short: bool = False) -> str | None:
     """The library's git commit (``+dirty`` if the work tree has changes), or ``None`` outside git.
 

@@ -40,6 +40,7 @@ def test_bench_command_writes_a_record_with_concurrency(tmp_path, capsys):
     assert code == 0
     record = json.loads((tmp_path / "bench-cpu-smoke.json").read_text())
     assert record["kind"] == "bench" and record["device"] and record["commit"]
+    assert record["mps"] is False  # says whether the concurrency rows ran under NVIDIA MPS; never on a CPU
     assert [c["case"] for c in record["cases"]] == ["teacher", "sqakd"]
     assert all(c["eager_ms"] > 0 and "fast_ms" not in c for c in record["cases"])  # auto on a CPU: eager only
     # Eager ran twice; on a CPU the two runs are the same computation, so the curves are identical.

@@ -205,3 +205,21 @@ def test_module_fingerprint_needs_a_module():
 
     with pytest.raises(TypeError, match="needs a torch.nn.Module"):
         module_fingerprint({"weight": torch.zeros(2)})
+
+
+def test_segments_say_how_many_runs_shared_the_device_and_whether_mps_ran(monkeypatch, tmp_path):
+    from akt_lib.utils import mps_active
+    monkeypatch.setenv("AKT_SIDE_BY_SIDE", "3")
+    seg = records.start_segment({}, "cpu", "off", 0)
+    assert seg["side_by_side"] == 3 and seg["mps"] is False  # a CPU run never runs under MPS
+    monkeypatch.delenv("AKT_SIDE_BY_SIDE")
+    assert records.start_segment({}, "cpu", "off", 0)["side_by_side"] == 1  # run by hand: alone, as far as known
+    for bad in ("0", "-2", "two", ""):
+        monkeypatch.setenv("AKT_SIDE_BY_SIDE", bad)
+        with pytest.raises(ValueError, match=r"AKT_SIDE_BY_SIDE must be an int >= 1"):
+            records.start_segment({}, "cpu", "off", 0)
+    # MPS: CUDA's clients find the daemon by its control pipe in $CUDA_MPS_PIPE_DIRECTORY
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert mps_active() is False
+    (tmp_path / "control").touch()
+    assert mps_active() is True

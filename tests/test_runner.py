@@ -92,6 +92,20 @@ def test_env_and_threads_reach_the_child(tmp_path):
     assert "['3', '3', None]" in rb.log.read_text()  # one job's env does not leak into another
 
 
+def test_children_are_told_how_many_runs_share_the_device(tmp_path, monkeypatch):
+    # The runs record it (records.start_segment): their wall times are shared times.
+    monkeypatch.delenv("AKT_SIDE_BY_SIDE", raising=False)
+    code = "import os; print('side', os.environ.get('AKT_SIDE_BY_SIDE'))"
+    three = [Job(n, ()) for n in "abc"]
+    assert all("side 2" in r.log.read_text()  # at most 2 at once
+               for r in run_jobs(three, 2, tmp_path / "x", command_fn=_py(code), progress=False, poll_s=0.02))
+    (r,) = run_jobs([Job("d", ())], 4, tmp_path / "y", command_fn=_py(code), progress=False, poll_s=0.02)
+    assert "side 1" in r.log.read_text()  # one job: alone, whatever --jobs says
+    monkeypatch.setenv("AKT_SIDE_BY_SIDE", "5")  # a caller that runs several sweeps knows the total
+    (r,) = run_jobs([Job("e", ())], 2, tmp_path / "z", command_fn=_py(code), progress=False, poll_s=0.02)
+    assert "side 5" in r.log.read_text()
+
+
 def test_interrupt_terminates_children(tmp_path):
     # "stubborn" ignores SIGTERM, so the SIGKILL after the grace period is exercised too
     stubborn = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

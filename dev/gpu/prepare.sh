@@ -5,8 +5,8 @@
 # env.sh checks there. Refuses a tree whose library has uncommitted changes, since every record
 # written there would name a commit that is not the code that ran.
 #
-# The train split (46 MB; label-free rows, teachers) does not fit: what travels is at most 64 MiB,
-# the tree is about 15 MiB and a paper checkpoint 14 MiB.
+# The train split (46 MB; label-free rows, teachers) is not put here: what travels is at most 64 MiB,
+# the tree is about 15 MiB, this 9 MiB and a paper checkpoint 14 MiB (dev/gpu/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 0 ] || { echo "usage: bash dev/gpu/prepare.sh" >&2; exit 2; }
@@ -25,4 +25,4 @@ git rev-parse HEAD > .gpu/COMMIT
 source dev/gpu/hash.sh
 tree_hash > .gpu/TREE
 echo "prepared .gpu for commit $(git rev-parse --short HEAD) ($(du -sh .gpu | cut -f1)); carry \".gpu\" and the" \
-     "checkpoints that dev/gpu/collect.sh lists"
+     "checkpoints that dev/gpu/collect.py lists"
