@@ -34,7 +34,7 @@ from .zsq import _paths as zsq_paths
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
            "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "print_tables",
-           "progress_row", "main"]
+           "progress_row", "newest_per_seed", "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -286,11 +286,23 @@ def run_records(profile: str = "paper", dataset: str = "cifar10-jpeg", folder: s
         if r.get("profile") == profile and r.get("dataset") == dataset:
             key = (r.get("experiment") or r["name"].rsplit("-", 1)[0], r.get("bits") or r["name"].rsplit("-", 1)[1])
             by_row.setdefault(key, []).append(r)
-    # One record per seed: two records of one seed (copies in two folders, a rerun elsewhere) would
-    # count as two seeds in a mean ± std. The newest is kept.
-    newest = {k: {r["seed"]: r for r in sorted(v, key=lambda r: str(r.get("created", "")))}
-              for k, v in by_row.items()}
-    return {k: sorted(v.values(), key=lambda r: r["seed"]) for k, v in newest.items()}
+    return {k: newest_per_seed(v) for k, v in by_row.items()}
+
+
+def newest_per_seed(records: list[dict]) -> list[dict]:
+    """One record per seed, the newest (``created``), sorted by seed.
+
+    Two records of one seed (copies in two folders, a rerun elsewhere) would count as two seeds in
+    a mean ± std.
+
+    Examples:
+        >>> rs = [{"seed": 1, "created": "2026-01-02"}, {"seed": 0, "created": "2026-01-01"},
+        ...       {"seed": 1, "created": "2026-01-03"}]
+        >>> [(r["seed"], r["created"]) for r in newest_per_seed(rs)]
+        [(0, '2026-01-01'), (1, '2026-01-03')]
+    """
+    newest = {r["seed"]: r for r in sorted(records, key=lambda r: str(r.get("created", "")))}
+    return sorted(newest.values(), key=lambda r: r["seed"])
 
 
 def progress_table(profile: str = "paper", dataset: str = "cifar10-jpeg",

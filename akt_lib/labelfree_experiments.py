@@ -32,7 +32,8 @@ from .cli import HelpFormatter, run_summary
 from .data import DATASETS
 # One command line and one table format for both families:
 from .experiments import (_mean_std, _teacher_cell, add_run_parser, add_table_parser, check_run_args, collapsed,
-                          format_table, mean_delta, parse_bits, print_tables, progress_row, warn_if_no_records)
+                          format_table, mean_delta, newest_per_seed, parse_bits, print_tables, progress_row,
+                          warn_if_no_records)
 from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, resolve_teacher, train_labelfree
 from .labelfree import _paths as labelfree_paths
 from .models import TeacherUnavailableError
@@ -177,6 +178,7 @@ def results_table(profile: str = "paper", dataset: str = "cifar10-jpeg", folder:
     by_row: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         by_row.setdefault((r.get("experiment"), r.get("bits")), []).append(r)
+    by_row = {k: newest_per_seed(v) for k, v in by_row.items()}  # a copy of a seed's record is not a seed
     chance = 100.0 / DATASETS[dataset].num_classes
     rows = []
     for name in names or list(EXPERIMENTS):

@@ -547,6 +547,18 @@ def test_results_table_counts_collapsed_seeds(tmp_path):
     assert rows["W4A4"]["collapsed"] == "2 of 3" and rows["W2A2"]["collapsed"] == "—"
 
 
+def test_results_table_counts_a_seed_once_however_many_copies_of_its_record(tmp_path):
+    # The same seed in two folders (a copy, a rerun elsewhere): the newer record is the seed's.
+    for folder, created, final in (("a", "2026-11-01T00:00:00Z", 70.0), ("b", "2026-11-02T00:00:00Z", 80.0)):
+        rec = {"kind": "labelfree", "name": "x", "experiment": "faqd-fa", "bits": "w4a4", "seed": 0,
+               "profile": "paper", "dataset": "cifar10-jpeg", "status": "complete", "config": {}, "history": [],
+               "best_acc": 86.0, "final_acc": final, "teacher_acc": 88.0, "teacher": "t", "created": created}
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.json").write_text(json.dumps(rec))
+    row = next(r for r in lx.results_table("paper", folder=tmp_path, names=["faqd-fa"]) if r["bits"] == "W4A4")
+    assert row["seeds"] == 1 and row["final"] == "80.00"
+
+
 def test_results_table_gives_the_delta_to_the_baseline_at_the_best_and_the_final_epoch(tmp_path):
     # Hand-made records: faqd-fa peaked higher than its baseline faqd-logit but ended lower.
     for name, seed, best, final in (("faqd-logit", 0, 80.0, 79.0), ("faqd-logit", 1, 82.0, 81.0),

@@ -192,7 +192,7 @@ def cmd_start(args) -> int:
     for _ in range(150):  # a command line the runner refuses ends within seconds: say so now, not later
         if (sweep / "rc").exists():
             rc = (sweep / "rc").read_text().strip()
-            say(f"sweep {sweep.name} ended at once (exit {rc}):\n" + (sweep / "log.txt").read_text()[-3000:])
+            say(f"sweep {sweep.name} has already ended (exit {rc}):\n" + (sweep / "log.txt").read_text()[-3000:])
             return 0 if rc == "0" else 1
         time.sleep(0.1)
     if len(running) and int(sweep.name) > 1:
