@@ -28,7 +28,7 @@ from .data import DATASETS, check_dataset
 from .fast import FAST_MODES
 from .records import finished_record, first_nonfinite_epoch, load_records, results_dir
 from .cli import HelpFormatter, check_device, check_out, positive_int_arg, run_summary, seconds_arg, seed_arg
-from .runner import CommandBudget
+from .runner import CommandBudget, min_start_s
 from .zsq import LOSS_KEYS, ZSQConfig, resolve_teacher, smoke_config, train_zsq
 from .zsq import _paths as zsq_paths
 
@@ -485,7 +485,8 @@ def add_run_parser(sub, experiments, bits_example: str, profiles, family: str):
     r.add_argument("--time-budget", type=seconds_arg, default=None,
                    help="seconds for the whole command (default: none): runs stop cleanly with a checkpoint "
                         "(exit code 3), rerun the same line to resume. Checked between training steps, so "
-                        "compiling a step (--fast compile; minutes on a CPU) comes on top")
+                        "compiling a step (--fast compile; minutes on a CPU) comes on top. A further run starts "
+                        "only while 2 minutes (on a GPU, for its setup; 30 s elsewhere) are left")
     r.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: CUDA when available)")
     r.add_argument("--fast", default="auto", choices=FAST_MODES,
                    help="training-step mode (akt_lib.fast): auto = the mode measured and checked for the row on "
@@ -599,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(results_table(args.profile, args.dataset, out, names=args.names),
                      progress_table(args.profile, args.dataset, out))
         return code
-    budget = CommandBudget(args.time_budget)
+    budget = CommandBudget(args.time_budget, min_start_s(args.device))
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:

@@ -38,7 +38,7 @@ from .labelfree import LOSS_KEYS, PROFILES, LabelFreeConfig, resolve_teacher, tr
 from .labelfree import _paths as labelfree_paths
 from .models import TeacherUnavailableError
 from .records import finished_record, load_records, results_dir
-from .runner import CommandBudget
+from .runner import CommandBudget, min_start_s
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PAPER_SOURCES", "experiment_config", "run_experiment",
            "results_table", "progress_table", "format_table", "main"]
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(results_table(args.profile, args.dataset, out, names=args.names),
                      progress_table(args.profile, args.dataset, out))
         return code
-    unavailable, budget = 0, CommandBudget(args.time_budget)
+    unavailable, budget = 0, CommandBudget(args.time_budget, min_start_s(args.device))
     for name in args.names:
         for bits in args.bits or EXPERIMENTS[name].bits:
             for seed in args.seeds:

@@ -35,7 +35,7 @@ from .records import StopOnSignal
 from .utils import SIDE_BY_SIDE_ENV, check_count, check_int, check_seconds
 
 __all__ = ["Job", "JobResult", "job_command", "expand_jobs", "run_jobs", "summarize", "format_summary",
-           "default_parallel", "run_cli_parallel", "STOPPED", "CommandBudget"]
+           "default_parallel", "min_start_s", "run_cli_parallel", "STOPPED", "CommandBudget"]
 
 COMMANDS = ("zsq", "labelfree")
 #: Exit code of a ``run`` command some of whose runs stopped at the time budget (or never started
@@ -390,6 +390,24 @@ def default_parallel(device=None) -> int:
     return 4 if kind == "cuda" else 1
 
 
+def min_start_s(device=None) -> float:
+    """Seconds of a command's time budget under which no further run starts: 120 on CUDA, 30 elsewhere.
+
+    A run's setup on a GPU (compiling, capturing the CUDA graphs) takes about a minute; a run started
+    with less left would spend it there and stop at once, leaving a checkpoint (14 MiB for a
+    zero-shot run) to carry for a few iterations.
+
+    Examples:
+        >>> min_start_s("cpu"), min_start_s("cuda:1")
+        (30.0, 120.0)
+    """
+    if device is None:
+        from .utils import get_device
+        device = get_device()
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
+    return 120.0 if kind == "cuda" else 30.0
+
+
 def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[str]], parser) -> int:
     """``python -m akt_lib {zsq,labelfree} run ... --jobs N``: one child per (row, bits, seed).
 
@@ -426,7 +444,7 @@ def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[
     # Children sharing a CPU get their share of its cores instead of one thread per core each.
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     results = run_jobs(jobs, args.jobs, Path(out) / "logs", threads_per_job=threads, progress=not args.no_progress,
-                       budget_s=args.time_budget)
+                       budget_s=args.time_budget, min_start_s=min_start_s(getattr(args, "device", None)))
     summary = summarize(results)
     print(format_summary(summary))
     return 1 if summary["failed"] else STOPPED if summary["stopped"] or summary["not_started"] else 0

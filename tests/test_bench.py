@@ -67,12 +67,13 @@ def test_jobs_option_plans_one_child_per_run(monkeypatch, tmp_path, capsys, modu
     seen = {}
 
     def fake_run_jobs(jobs, max_parallel, log_dir, **kw):
-        seen.update(jobs=jobs, max_parallel=max_parallel, log_dir=log_dir)
+        seen.update(jobs=jobs, max_parallel=max_parallel, log_dir=log_dir, min_start_s=kw.get("min_start_s"))
         return [runner.JobResult(j.name, j.argv, 0, 0.0, 1.0, 1.0, str(log_dir / f"{j.name}.log")) for j in jobs]
     monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
     code = module.main(["run", name, "--bits", bits, "--seeds", "0", "1", "--profile", "smoke", "--jobs", "2",
                         "--out", str(tmp_path), "--fast", "off", "--device", "cpu"])
     assert code == 0 and seen["max_parallel"] == 2 and seen["log_dir"] == tmp_path / "logs"
+    assert seen["min_start_s"] == runner.min_start_s("cpu") == 30.0  # on CUDA 120: a run's setup takes a minute
     assert [j.argv for j in seen["jobs"]] == [
         (command, "run", name, "--bits", bits, "--seeds", str(seed), "--profile", "smoke", "--dataset", "cifar10-jpeg",
          "--out", str(tmp_path), "--device", "cpu", "--fast", "off", "--no-progress") for seed in (0, 1)]
