@@ -56,6 +56,8 @@ class CommandBudget:
         (True, None, 0)
         >>> b.finished({"status": "stopped"}); b.exit_code()
         3
+        >>> b.may_start("y", announce=False)  # a stopped run halts the command
+        False
     """
 
     def __init__(self, budget_s: float | None, min_start_s: float = 30.0):
@@ -65,27 +67,32 @@ class CommandBudget:
         min_start_s = check_seconds(min_start_s, "min_start_s")
         self._clock = time.monotonic
         self.deadline = None if budget_s is None else self._clock() + budget_s
-        self.min_start_s, self.unfinished, self.started = min_start_s, 0, 0
+        self.min_start_s, self.unfinished, self.started, self.halted = min_start_s, 0, 0, False
 
     def left(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - self._clock())
 
     def may_start(self, label: str, announce: bool = True, first_wave: bool = False) -> bool:
         """Whether the run ``label`` may start now: always the first (or, ``first_wave``, one of those
-        started together at the beginning), the others while ``min_start_s`` of the budget is left."""
+        started together at the beginning), the others while ``min_start_s`` of the budget is left and
+        no earlier run of the command has stopped (at the budget, or on SIGTERM: a stop request is
+        for the whole command, not for the run that happened to be training)."""
         left = self.left()
-        if left is None or left >= self.min_start_s or not self.started or first_wave:
+        if not self.halted and (left is None or left >= self.min_start_s or not self.started or first_wave):
             self.started += 1
             return True
         if announce:
-            print(f"{label}: not started (less than {self.min_start_s:.0f} s of the time budget left; rerun the "
-                  "same line to continue)", flush=True)
+            why = ("an earlier run stopped" if self.halted else
+                   f"less than {self.min_start_s:.0f} s of the time budget left")
+            print(f"{label}: not started ({why}; rerun the same line to continue)", flush=True)
         self.unfinished += 1
         return False
 
     def finished(self, record: dict) -> None:
         if record.get("status") != "complete":
             self.unfinished += 1
+        if record.get("status") == "stopped":
+            self.halted = True
 
     def exit_code(self) -> int:
         return STOPPED if self.unfinished else 0

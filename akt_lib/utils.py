@@ -164,14 +164,26 @@ def side_by_side() -> int:
 
 
 def mps_active() -> bool:
-    """Whether an NVIDIA MPS control daemon is listening where CUDA clients look for it.
+    """Whether this process's CUDA work goes through NVIDIA MPS: a control daemon answers at the pipe
+    directory CUDA clients look in and reports a running server.
 
     Under MPS the kernels of several processes run on the GPU at the same time instead of taking
     turns, which changes what side-by-side runs gain (``bench`` and the runs record it). CUDA looks
     in ``$CUDA_MPS_PIPE_DIRECTORY``, by default ``/tmp/nvidia-mps``, for the daemon's ``control``
-    pipe.
+    pipe; a client that cannot connect runs without MPS and says nothing, hence the question to the
+    daemon (``get_server_list``) rather than the pipe's presence alone (a dead daemon leaves it).
     """
-    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control").exists()
+    if not (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control").exists():
+        return False
+    import shutil
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        return False
+    try:
+        out = subprocess.run([control], input="get_server_list\n", capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(line.strip().isdigit() for line in out.stdout.splitlines())
 
 
 def git_commit(short: bool = False) -> str | None:

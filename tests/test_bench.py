@@ -93,6 +93,23 @@ def test_jobs_option_passes_keep_epochs_to_the_zero_shot_children(monkeypatch, t
     assert kept == [("--keep-epochs", "1", "2")] * 2
 
 
+@pytest.mark.parametrize("module,name,bits", [(experiments, "adadfq+akt", "w4a4"),
+                                              (labelfree_experiments, "ewgs+sqakd", "w4a4")])
+def test_a_run_that_stops_halts_a_sequential_sweep(monkeypatch, tmp_path, capsys, module, name, bits):
+    # SIGTERM (or the budget) stops the run that is training; the command must not go on to the next
+    # seed, or a `stop` would only skip to it.
+    started = []
+
+    def fake_run_experiment(name, bits, profile, dataset, seed, **kw):
+        started.append(seed)
+        return {"status": "stopped" if seed == 0 else "complete"}
+    monkeypatch.setattr(module, "run_experiment", fake_run_experiment)
+    code = module.main(["run", name, "--bits", bits, "--seeds", "0", "1", "--profile", "smoke",
+                        "--out", str(tmp_path), "--device", "cpu"])
+    assert code == runner.STOPPED and started == [0]
+    assert f"{name} {bits} seed 1: not started (an earlier run stopped" in capsys.readouterr().out
+
+
 def test_jobs_option_refuses_repeated_seeds_and_bad_counts(tmp_path):
     with pytest.raises(SystemExit):
         experiments.main(["run", "gdfq", "--seeds", "0", "0", "--jobs", "2", "--out", str(tmp_path)])

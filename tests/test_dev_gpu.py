@@ -40,9 +40,19 @@ def _record(status: str, epochs: int, total: int = 200) -> dict:
 
 def test_records_folders_travel_as_one_safe_folder_name():
     assert session.folder_slug("results/zsq/paper") == "results__zsq__paper"
-    for bad in ("/results/zsq", "results/../x", "zsq/paper", "results/a__b", ""):
+    for bad in ("/results/zsq", "results/../x", "zsq/paper", "results/a__b", "", "results/a+b", "results/a b"):
         with pytest.raises(SystemExit, match="RECORDS must be a folder under results/"):
             session.folder_slug(bad)
+
+
+def test_a_start_knows_its_runs_and_refuses_to_train_one_twice():
+    argv = ["adadfq+akt", "adadfq", "--bits", "w4a4", "--seeds", "1", "2", "--jobs", "3", "--keep-epochs", "7"]
+    assert len(session.runs_of(argv)) == 4 and session.side_by_side(argv) == 3
+    assert session.side_by_side(["gdfq", "--seeds", "0", "--jobs", "4"]) == 1  # one run: alone, whatever --jobs
+    assert session.side_by_side(["gdfq", "--seeds", "0", "1"]) == 1  # no --jobs: one after the other
+    running = session.runs_of(["adadfq+akt", "--seeds", "2"])  # every bit-width of the row
+    assert session.clashes(session.runs_of(argv), running) == [("adadfq+akt", "w4a4", "2")]
+    assert session.clashes(session.runs_of(["adadfq+akt", "--bits", "w4a4", "--seeds", "0"]), running) == []
 
 
 @pytest.fixture
@@ -55,6 +65,7 @@ def device(tmp_path, monkeypatch):
     (work / "sweeps" / "1" / "records").write_text("results/zsq/paper\n")
     (work / "sweeps" / "1" / "log.txt").write_text("sweep log\n")
     (work / "sweeps" / "1" / "rc").write_text("3\n")
+    (work / "snapshot.json").write_text("{}")
     out.mkdir()
     monkeypatch.setenv("WORK", str(work))
     monkeypatch.setenv("OUT", str(out))
@@ -63,6 +74,19 @@ def device(tmp_path, monkeypatch):
 
 def _write(path: Path, obj) -> None:
     path.write_text(json.dumps(obj)) if isinstance(obj, dict) else path.write_bytes(obj)
+
+
+def _sent(out: Path) -> tuple[list[str], dict]:
+    """What one send put under $OUT: the archive's members, and {run file name: bytes} of the checkpoints."""
+    with tarfile.open(out / "records.tgz") as tar:
+        names = sorted(tar.getnames())
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+    for path in out.rglob("*"):  # every name must be one the tool brings back
+        assert session.SAFE.fullmatch(path.name), path
+    return names, {e["name"]: (out / e["file"]).read_bytes() for e in manifest}
+
+
+RUN = "adadfq+akt-w4a4-cifar10-jpeg-seed1-paper"  # a real run name: '+' never travels as a file name
 
 
 def test_send_brings_back_changed_records_and_the_states_to_resume(device):
@@ -74,55 +98,61 @@ def test_send_brings_back_changed_records_and_the_states_to_resume(device):
     (rec.parents[1] / "snapshot.json").write_text(json.dumps(snap))  # what `setup` found
     _write(rec / "done.json", _record("complete", 200))
     _write(rec / "checkpoints" / "done.pt", b"d" * 10)  # a complete run's state: not needed
-    _write(rec / "run.json", _record("running", 20))
-    _write(rec / "checkpoints" / "run.pt", b"r" * 10)
-    _write(rec / "checkpoints" / "run-epoch007.pt", b"k" * 10)  # a kept epoch
+    _write(rec / f"{RUN}.json", _record("running", 20))
+    _write(rec / "checkpoints" / f"{RUN}.pt", b"r" * 10)
+    _write(rec / "checkpoints" / f"{RUN}-epoch007.pt", b"k" * 10)  # a kept epoch
     assert session.cmd_send(None) == 0
-    with tarfile.open(out / "records.tgz") as tar:
-        names = sorted(tar.getnames())
-    assert names == ["logs/sweep-1.txt", "results/zsq/paper/done.json", "results/zsq/paper/run.json"]
-    back = sorted(p.name for p in (out / "ckpt" / "results__zsq__paper").iterdir())
-    assert back == ["run-epoch007.pt", "run.pt"]
-    # The next call: the running state again (it changes), the kept epoch not (it went back once).
-    for p in (out / "ckpt" / "results__zsq__paper").iterdir():
-        p.unlink()
-    assert session.cmd_send(None) == 0
-    assert sorted(p.name for p in (out / "ckpt" / "results__zsq__paper").iterdir()) == ["run.pt"]
+    names, ckpts = _sent(out)
+    assert names == ["logs/sweep-1.txt", "manifest.json", f"results/zsq/paper/{RUN}.json",
+                     "results/zsq/paper/done.json"]
+    assert ckpts == {f"{RUN}.pt": b"r" * 10, f"{RUN}-epoch007.pt": b"k" * 10}
+    # The next call: the run's newer state (it changed) and, with room to spare, the kept epoch again
+    # (in case the last call's files were lost); the new state first.
+    _write(rec / "checkpoints" / f"{RUN}.pt", b"R" * 10)
+    session.cmd_send(None)
+    assert _sent(out)[1] == {f"{RUN}.pt": b"R" * 10, f"{RUN}-epoch007.pt": b"k" * 10}
 
 
-def test_send_keeps_within_what_one_call_brings_back(device, monkeypatch, capsys):
+def test_send_takes_turns_when_more_states_change_than_one_call_brings_back(device, monkeypatch, capsys):
     rec, out = device
-    (rec.parents[1] / "snapshot.json").write_text("{}")
-    for name in "abc":
-        _write(rec / f"{name}.json", _record("stopped", 5))
+    for name in "abcde":
+        _write(rec / f"{name}.json", _record("running", 5))
         _write(rec / "checkpoints" / f"{name}.pt", b"z" * 1000)
-    monkeypatch.setattr(session, "MIB", 1)  # limits in bytes: 2 checkpoints fit, the third does not
-    monkeypatch.setattr(session, "BACK_ALL", 1 + 2 * 1000 + 600)
+    _write(rec / "checkpoints" / "a-epoch003.pt", b"k" * 1000)
+    monkeypatch.setattr(session, "BACK_FILES", 5)  # log.txt, records.tgz and three checkpoints a call
+    rounds = []
+    for _ in range(3):
+        for name in "abcde":  # every run wrote a new state since the last call
+            _write(rec / "checkpoints" / f"{name}.pt", bytes([len(rounds)]) * 1000)
+        session.cmd_send(None)
+        rounds.append(sorted(_sent(out)[1]))
+    # a kept epoch never sent takes one slot; then the states never sent, then the longest unsent
+    assert rounds == [["a-epoch003.pt", "a.pt", "b.pt"], ["c.pt", "d.pt", "e.pt"], ["a.pt", "b.pt", "c.pt"]]
+    assert "LEFT ON THE DEVICE this call" in capsys.readouterr().err
+    monkeypatch.setattr(session, "BACK_FILES", 8)
+    monkeypatch.setattr(session, "MIB", 1)  # limits in bytes: the size limit now stops it at two
+    monkeypatch.setattr(session, "BACK_ALL", len((out / "records.tgz").read_bytes()) + 2 * 1000 + 200)
     session.cmd_send(None)
-    assert len(list((out / "ckpt" / "results__zsq__paper").iterdir())) == 2
-    assert "LEFT ON THE DEVICE" in capsys.readouterr().err
-    monkeypatch.setattr(session, "BACK_ALL", 10 ** 9)
-    monkeypatch.setattr(session, "BACK_FILES", 3)  # log.txt, records.tgz and one checkpoint
-    for p in (out / "ckpt" / "results__zsq__paper").iterdir():
-        p.unlink()
-    session.cmd_send(None)
-    assert len(list((out / "ckpt" / "results__zsq__paper").iterdir())) == 1
+    assert len(_sent(out)[1]) == 2
 
 
-def _back(tmp_path: Path, records: dict, ckpts: dict = (), members: list | None = None) -> Path:
-    """A fake FILES_AT: records.tgz with these records, and ckpt/<folder>/<name>.pt files."""
+def _back(tmp_path: Path, records: dict, ckpts: list = (), members: list | None = None) -> Path:
+    """A fake FILES_AT: records.tgz with these records and a manifest of ``ckpts``
+    ((folder, run file name, what, epochs, bytes)), each as ckpt/<n>.pt."""
     back = tmp_path / "back"
-    back.mkdir()
+    (back / "ckpt").mkdir(parents=True)
+    manifest = []
+    for i, (folder, name, what, epochs, data) in enumerate(ckpts, 1):
+        (back / "ckpt" / f"{i}.pt").write_bytes(data)
+        manifest.append({"file": f"ckpt/{i}.pt", "folder": folder, "name": name, "what": what, "epochs": epochs})
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in [*((n, json.dumps(r).encode()) for n, r in records.items()), *(members or [])]:
+        for name, data in [*((n, json.dumps(r).encode()) for n, r in records.items()), *(members or []),
+                           ("manifest.json", json.dumps(manifest).encode())]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     (back / "records.tgz").write_bytes(buf.getvalue())
-    for name, data in dict(ckpts).items():
-        (back / name).parent.mkdir(parents=True, exist_ok=True)
-        (back / name).write_bytes(data)
     return back
 
 
@@ -135,38 +165,49 @@ def here(tmp_path):
 
 
 def test_collect_files_records_and_checkpoints_and_never_steps_back(here, tmp_path, capsys):
-    paper = here / "results" / "zsq" / "paper"
+    paper, p = here / "results" / "zsq" / "paper", "results/zsq/paper"
     _write(paper / "final.json", _record("complete", 200))
     _write(paper / "ahead.json", _record("stopped", 50))
+    _write(paper / "checkpoints" / "ahead.pt", b"state at 50")
     _write(paper / "checkpoints" / "done.pt", b"old state")
-    back = _back(tmp_path, {"results/zsq/paper/final.json": _record("stopped", 10),   # behind a complete one
-                            "results/zsq/paper/ahead.json": _record("stopped", 40),   # fewer epochs than here
-                            "results/zsq/paper/done.json": _record("complete", 200),
-                            "results/zsq/paper/new.json": _record("stopped", 30),
+    _write(paper / "late.json", _record("stopped", 60))
+    back = _back(tmp_path, {f"{p}/final.json": _record("stopped", 10),   # behind a complete one
+                            f"{p}/ahead.json": _record("stopped", 40),   # fewer epochs than here
+                            f"{p}/done.json": _record("complete", 200),
+                            f"{p}/{RUN}.json": _record("stopped", 30),
                             "results/zsq-diag/new.json": _record("running", 12)},
-                 {"ckpt/results__zsq__paper/new.pt": b"new state", "ckpt/results__zsq__paper/done.pt": b"late",
-                  "ckpt/results__zsq-diag/new-epoch009.pt": b"kept"},
+                 [(p, f"{RUN}.pt", "stopped", 30, b"new state"), (p, "done.pt", "running", 150, b"late"),
+                  (p, "ahead.pt", "stopped", 40, b"state at 40"),  # its record was refused: so is it
+                  (p, "late.pt", "stopped", 55, b"state at 55"),  # older than the record here (60 epochs)
+                  ("results/zsq-diag", "new-epoch009.pt", "kept", 12, b"kept")],
                  members=[("logs/sweep-1.txt", b"log")])
     assert collect.main([str(back)], root=here) == 1  # something was not filed
     out, err = capsys.readouterr()
     assert json.loads((paper / "final.json").read_text())["status"] == "complete"
     assert len(json.loads((paper / "ahead.json").read_text())["history"]) == 50
+    assert (paper / "checkpoints" / "ahead.pt").read_bytes() == b"state at 50"  # not rolled back
+    assert not (paper / "checkpoints" / "late.pt").exists()
     assert err.count("NOT FILED") == 2
     assert json.loads((paper / "done.json").read_text())["status"] == "complete"
     assert not (paper / "checkpoints" / "done.pt").exists()  # complete: its old state would be a trap
-    assert (paper / "checkpoints" / "new.pt").read_bytes() == b"new state"
+    assert (paper / "checkpoints" / f"{RUN}.pt").read_bytes() == b"new state"
     assert (here / "results" / "zsq-diag" / "checkpoints" / "new-epoch009.pt").read_bytes() == b"kept"
     assert json.loads((here / "results" / "zsq-diag" / "new.json").read_text())["status"] == "running"
-    assert [p.read_bytes() for p in here.glob(".gpu-logs/*/sweep-1.txt")] == [b"log"]
+    assert [f.read_bytes() for f in here.glob(".gpu-logs/*/sweep-1.txt")] == [b"log"]
+    assert not list(here.rglob("*.part"))
     carry = json.loads(out.split("the unfinished runs resume from: ")[1].splitlines()[0])
-    assert carry == [".gpu", "results/zsq/paper/checkpoints/new.pt"]  # not the kept epoch, not a finished run
+    # not the kept epoch, not a finished run
+    assert carry == [".gpu", f"results/zsq/paper/checkpoints/{RUN}.pt", "results/zsq/paper/checkpoints/ahead.pt"]
 
 
-@pytest.mark.parametrize("member", ["../evil.json", "/abs/x.json", "elsewhere/x.json", "results/a__b/x.json"])
-def test_collect_refuses_what_does_not_belong_in_results(here, tmp_path, member, capsys):
-    back = _back(tmp_path, {member: _record("stopped", 1)})
+@pytest.mark.parametrize("member", ["../evil.json", "/abs/x.json", "elsewhere/x.json", "results/a__b/x.json",
+                                    "results/zsq/../../x.json"])
+def test_collect_refuses_what_does_not_belong_in_results_and_files_nothing(here, tmp_path, member, capsys):
+    good = "results/zsq/paper/good.json"
+    back = _back(tmp_path, {good: _record("stopped", 1), member: _record("stopped", 1)})
     assert collect.main([str(back)], root=here) == 2
     assert "refusing archive member" in capsys.readouterr().err
+    assert not (here / good).exists()  # checked first, filed after: nothing of a bad archive lands
     assert not list(here.rglob("x.json")) and not (here.parent / "evil.json").exists()
 
 

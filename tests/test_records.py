@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -218,8 +219,20 @@ def test_segments_say_how_many_runs_shared_the_device_and_whether_mps_ran(monkey
         monkeypatch.setenv("AKT_SIDE_BY_SIDE", bad)
         with pytest.raises(ValueError, match=r"AKT_SIDE_BY_SIDE must be an int >= 1"):
             records.start_segment({}, "cpu", "off", 0)
-    # MPS: CUDA's clients find the daemon by its control pipe in $CUDA_MPS_PIPE_DIRECTORY
-    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
-    assert mps_active() is False
-    (tmp_path / "control").touch()
+    # MPS: CUDA's clients find the daemon by its control pipe in $CUDA_MPS_PIPE_DIRECTORY, and it must
+    # report a server (a stand-in daemon here, answering get_server_list from a file).
+    pipe, bin_dir = tmp_path / "pipe", tmp_path / "bin"
+    pipe.mkdir(), bin_dir.mkdir()
+    (bin_dir / "nvidia-cuda-mps-control").write_text(
+        f'#!/bin/sh\nread cmd\n[ "$cmd" = get_server_list ] && cat "{pipe}/servers" 2>/dev/null\n'
+        'exit 0\n')
+    (bin_dir / "nvidia-cuda-mps-control").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
+    assert mps_active() is False  # no daemon's pipe
+    (pipe / "control").touch()
+    assert mps_active() is False  # a pipe, but no server: a dead daemon's leftover
+    (pipe / "servers").write_text("4242\n")
     assert mps_active() is True
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "elsewhere"))
+    assert mps_active() is False  # this process looks elsewhere: not a client of that daemon

@@ -2,12 +2,14 @@
 
     python3 dev/gpu/collect.py FILES_AT
 
-Records go to the folder they came from (results/zsq/paper/...), checkpoints to its ignored
-checkpoints/ folder, the logs to .gpu-logs/ (ignored). A record here is never replaced by one that
+Records go to the folder they came from (results/zsq/paper/...), checkpoints (ckpt/<n>.pt, named
+by the archive's manifest.json) to its ignored checkpoints/ folder, the logs to .gpu-logs/
+(ignored). Everything is checked before anything is filed. A record here is never replaced by one that
 is behind it: an unfinished one over a complete one (a diagnostic rerun of a finished run has the
-same name), or one with fewer epochs (an earlier call's files collected after a later call's). A
-run that came back complete loses its checkpoint here: carried into a later call, an older
-checkpoint would only be a trap. Exit 1 when something was not filed, 2 when FILES_AT is not what
+same name), or one with fewer epochs (an earlier call's files collected after a later call's); nor
+is a checkpoint older than the record here filed (a resume would roll the run back). A run that
+came back complete loses its checkpoint here: carried into a later call, an older checkpoint would
+only be a trap. Exit 1 when something was not filed, 2 when FILES_AT is not what
 session.sh leaves.
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sys
 import tarfile
 import time
@@ -49,6 +50,14 @@ def tree_bytes(root: Path) -> int:
     return sum((root / n.decode()).stat().st_size for n in names if n and (root / n.decode()).is_file())
 
 
+def _install(data: bytes, dest: Path) -> None:
+    """Write ``dest`` whole or not at all (a temporary file, then a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(dest)
+
+
 def main(argv: list[str], root: Path = ROOT) -> int:
     if len(argv) != 1:
         print("usage: python3 dev/gpu/collect.py FILES_AT", file=sys.stderr)
@@ -57,10 +66,8 @@ def main(argv: list[str], root: Path = ROOT) -> int:
     if not (back / "records.tgz").is_file():
         print(f"dev/gpu/collect.py: {back} has no records.tgz: not what dev/gpu/session.sh leaves", file=sys.stderr)
         return 2
-    refused, folders = 0, []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    logs = next(root / ".gpu-logs" / f"{stamp}-{n}" for n in range(1, 1000)
-                if not (root / ".gpu-logs" / f"{stamp}-{n}").exists())
+    # Everything is checked before anything is filed: a bad archive files nothing.
+    records, logs_in, manifest = {}, {}, []
     with tarfile.open(back / "records.tgz") as tar:
         for m in tar.getmembers():
             path = Path(m.name)
@@ -70,51 +77,64 @@ def main(argv: list[str], root: Path = ROOT) -> int:
                 print(f"dev/gpu/collect.py: refusing archive member {m.name!r}", file=sys.stderr)
                 return 2
             data = tar.extractfile(m).read()
-            if path.parts[0] == "logs":
-                dest = logs.joinpath(*path.parts[1:])
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-                continue
-            folder = str(path.parent)
-            try:
-                folder_slug(folder)  # a folder under results/, or refused
-            except SystemExit as e:
-                print(f"dev/gpu/collect.py: refusing archive member {m.name!r}: {e}", file=sys.stderr)
-                return 2
-            if folder not in folders:
-                folders.append(folder)
-            new = json.loads(data)
-            here_path = root / path
-            here = load(here_path) if here_path.exists() else None
-            if here is not None and (
-                    (here.get("status") == "complete" and new.get("status") != "complete")
-                    or len(new["history"]) < len(here["history"])):
-                print(f"NOT FILED: {path} here is {summary(here)}; the one that came back ({summary(new)}) "
-                      f"is behind it and stays in {back}", file=sys.stderr)
-                refused = 1
-                continue
-            here_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = here_path.with_suffix(".json.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(here_path)
-            if new.get("status") == "complete":
-                (here_path.parent / "checkpoints" / f"{path.stem}.pt").unlink(missing_ok=True)
-            print(f"{path}: {summary(new)}")
-    for ckpt in sorted(back.glob("ckpt/*/*.pt")):
-        folder = ckpt.parent.name.replace("__", "/")
-        if folder_slug(folder) != ckpt.parent.name:
-            print(f"dev/gpu/collect.py: refusing {ckpt}", file=sys.stderr)
+            if m.name == "manifest.json":
+                manifest = json.loads(data)
+            elif path.parts[0] == "logs":
+                logs_in[path] = data
+            else:
+                try:
+                    folder_slug(str(path.parent))  # a folder under results/, or refused
+                except SystemExit as e:
+                    print(f"dev/gpu/collect.py: refusing archive member {m.name!r}: {e}", file=sys.stderr)
+                    return 2
+                records[path] = data
+    for entry in manifest:
+        try:
+            folder_slug(entry["folder"])
+            if Path(entry["name"]).name != entry["name"] or not entry["name"].endswith(".pt") \
+                    or not (back / entry["file"]).is_file():
+                raise SystemExit("not a checkpoint that came back")
+        except (SystemExit, KeyError, TypeError) as e:
+            print(f"dev/gpu/collect.py: refusing manifest entry {entry!r}: {e}", file=sys.stderr)
             return 2
-        stem, dest = ckpt.stem, root / folder / "checkpoints"
-        rec = load(root / folder / f"{stem}.json")
-        if "-epoch" not in stem and rec is not None and rec.get("status") == "complete":
-            continue  # the state of a run that is complete here: not kept
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ckpt, dest / ckpt.name)
-        print(f"{folder}/checkpoints/{ckpt.name}")
+
+    refused, folders, behind = 0, [], set()
+    for path, data in records.items():
+        folder = str(path.parent)
         if folder not in folders:
             folders.append(folder)
-    if logs.is_dir():
+        new = json.loads(data)
+        here_path = root / path
+        here = load(here_path) if here_path.exists() else None
+        if here is not None and ((here.get("status") == "complete" and new.get("status") != "complete")
+                                 or len(new["history"]) < len(here["history"])):
+            print(f"NOT FILED: {path} here is {summary(here)}; the one that came back ({summary(new)}) "
+                  f"is behind it and stays in {back}", file=sys.stderr)
+            refused, _ = 1, behind.add((folder, path.stem))
+            continue
+        _install(data, here_path)
+        if new.get("status") == "complete":
+            (here_path.parent / "checkpoints" / f"{path.stem}.pt").unlink(missing_ok=True)
+        print(f"{path}: {summary(new)}")
+    for entry in manifest:
+        folder, name = entry["folder"], entry["name"]
+        run = Path(name).stem.rsplit("-epoch", 1)[0] if entry["what"] == "kept" else Path(name).stem
+        rec = load(root / folder / f"{run}.json")
+        if (folder, run) in behind:
+            continue  # the state of a record that was refused as behind: behind too
+        if entry["what"] != "kept" and rec is not None and (
+                rec.get("status") == "complete" or len(rec["history"]) > (entry.get("epochs") or 0)):
+            continue  # a finished run's state, or one older than the record here: it would roll the run back
+        _install((back / entry["file"]).read_bytes(), root / folder / "checkpoints" / name)
+        print(f"{folder}/checkpoints/{name}")
+        if folder not in folders:
+            folders.append(folder)
+    if logs_in:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        logs = next(root / ".gpu-logs" / f"{stamp}-{n}" for n in range(1, 1000)
+                    if not (root / ".gpu-logs" / f"{stamp}-{n}").exists())
+        for path, data in logs_in.items():
+            _install(data, logs.joinpath(*path.parts[1:]))
         print(f"logs: {logs.relative_to(root)}/")
     if (back / "log.txt").is_file():
         print("".join(io.StringIO((back / "log.txt").read_text()).readlines()[-8:]), end="")
@@ -130,7 +150,7 @@ def main(argv: list[str], root: Path = ROOT) -> int:
     total = tree_bytes(root) + sum(sizes)
     print(f"(the tree and all of these: {total / MIB:.0f} MiB of the {SEND_LIMIT // MIB} MiB a call may send"
           + ("; too much: carry .gpu and fewer checkpoints, the others in a later call)" if total > SEND_LIMIT
-             else ")"))
+             else ")") + ("; a call carries 8 paths at most" if len(carry) > 8 else ""))
     return refused
 
 

@@ -39,6 +39,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MIB = 2 ** 20
 # What one call brings back (the device tool's limits), with room for the command's own log.
 BACK_FILES, BACK_FILE, BACK_ALL = 8, 16 * MIB, 63 * MIB
+SAFE = re.compile(r"[A-Za-z0-9._-]+")  # the only file names the tool brings back ('+' is not one of them)
 
 
 def work() -> Path:
@@ -61,9 +63,9 @@ def folder_slug(records: str) -> str:
     """``results/zsq/paper`` -> ``results__zsq__paper``: one folder level, in the names the tool allows."""
     parts = Path(records).parts
     if Path(records).is_absolute() or not parts or parts[0] != "results" or ".." in parts \
-            or any("__" in p for p in parts):
-        raise SystemExit(f"session: RECORDS must be a folder under results/ (relative, no '..', no '__'), "
-                         f"got {records!r}")
+            or any("__" in p or not SAFE.fullmatch(p) for p in parts):
+        raise SystemExit(f"session: RECORDS must be a folder under results/ (relative, no '..', no '__', only "
+                         f"letters, digits, '.', '_', '-'), got {records!r}")
     return "__".join(parts)
 
 
@@ -88,11 +90,14 @@ def setup(records: str) -> Path:
     """The work folder of this machine, made on the first call; the records folder of ``records``."""
     w = work()
     commit = (ROOT / ".gpu" / "COMMIT").read_text().strip()
-    if not (w / "COMMIT").is_file():
-        w.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(ROOT / "akt_lib", w / "tree" / "akt_lib", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / ".gpu" / "data", w / "data")
-        (w / "COMMIT").write_text(commit + "\n")
+    if not (w / "COMMIT").is_file():  # built aside and renamed: a failed first call leaves no half folder
+        part = w.with_name(w.name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.copytree(ROOT / "akt_lib", part / "tree" / "akt_lib", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / ".gpu" / "data", part / "data")
+        (part / "COMMIT").write_text(commit + "\n")
+        shutil.rmtree(w, ignore_errors=True)
+        part.rename(w)
         say(f"work folder {w}: akt_lib and data of commit {commit[:8]}")
     elif (w / "COMMIT").read_text().strip() != commit:
         raise SystemExit(f"session: {w} holds the sweeps of commit {(w / 'COMMIT').read_text().strip()[:8]}, "
@@ -116,38 +121,66 @@ def setup(records: str) -> Path:
     return rec
 
 
+def mps_servers(control: str, env: dict) -> list[str]:
+    """The MPS servers the control daemon at ``env``'s pipe directory reports ([] if none answers)."""
+    try:
+        out = subprocess.run([control], input="get_server_list\n", env=env, capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+
+
 def start_mps() -> dict:
-    """Start NVIDIA MPS once per machine; the environment its clients need ({} without MPS)."""
+    """The environment of this command's CUDA processes: MPS's ({} without), the daemon started once.
+
+    MPS=0 gives {} for this command (its processes look in the default pipe directory, where no
+    daemon listens, and take turns on the GPU) even while the daemon serves the sweeps. MPS is on
+    only when, after a CUDA probe, the daemon reports a server: a client that fails to connect runs
+    without MPS and says nothing.
+    """
     w = work()
-    saved = w / "mps.json"
-    if saved.is_file():
-        return load_json(saved, {})
-    env = {}
     control = shutil.which("nvidia-cuda-mps-control")
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(w / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(w / "mps-log")}
+    full = {**os.environ, **env}
     if os.environ.get("MPS", "1") != "1":
-        say("MPS: not asked for (MPS=0)")
-    elif control is None:
+        say("MPS: not for this command (MPS=0): its CUDA processes take turns on the GPU")
+        return {}
+    if control is None:
         say("MPS: nvidia-cuda-mps-control is not on this machine; side-by-side runs take turns on the GPU")
-    else:
-        env = {"CUDA_MPS_PIPE_DIRECTORY": str(w / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(w / "mps-log")}
-        for d in env.values():
-            Path(d).mkdir(parents=True, exist_ok=True)
-        full = {**os.environ, **env}
-        started = subprocess.run([control, "-d"], env=full, capture_output=True, text=True, timeout=60)
+        return {}
+    if (w / "mps-failed").exists():
+        return {}
+    if mps_servers(control, full):
+        return env
+    for d in env.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    try:  # -d forks the daemon; its output goes to files, so no inherited pipe keeps this call waiting
+        with open(w / "mps-start.txt", "w") as log:
+            started = subprocess.run([control, "-d"], env=full, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, timeout=60).returncode
         probe = "import torch; x = torch.ones(1024, device='cuda'); print(float(x.sum()))"
-        try:
-            ok = started.returncode == 0 and subprocess.run(
-                [sys.executable, "-c", probe], env=full, capture_output=True, text=True, timeout=120).returncode == 0
-        except subprocess.TimeoutExpired:
-            ok = False
-        if ok:
-            say(f"MPS: on (pipe {env['CUDA_MPS_PIPE_DIRECTORY']})")
-        else:
-            say(f"MPS: did not work (rc {started.returncode}: {started.stderr.strip()[-300:]}); going on without")
-            subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
-            env = {}
-    saved.write_text(json.dumps(env))
-    return env
+        probed = subprocess.run([sys.executable, "-c", probe], env=full, capture_output=True, text=True,
+                                timeout=180)
+    except subprocess.TimeoutExpired as e:
+        started, probed = None, e
+    servers = mps_servers(control, full) if started == 0 else []
+    if servers:
+        say(f"MPS: on (server {', '.join(servers)}, pipe {env['CUDA_MPS_PIPE_DIRECTORY']}). A fatal GPU error in "
+            "one run ends every run under it")
+        return env
+    if started is None:
+        why = f"timed out: {probed}"
+    elif started != 0:
+        why = f"-d exited {started}"
+    elif probed.returncode == 0:
+        why = "the CUDA probe ran, but the daemon reports no server: it ran without MPS"
+    else:
+        why = f"the CUDA probe failed: {probed.stderr.strip()[-300:]}"
+    say(f"MPS: did not work ({why}; {(w / 'mps-start.txt').read_text()[-200:].strip()}); going on without")
+    subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
+    (w / "mps-failed").write_text(why + "\n")
+    return {}
 
 
 def sweeps() -> list[Path]:
@@ -158,8 +191,43 @@ def alive(sweep: Path) -> bool:
     return not (sweep / "rc").exists()
 
 
-def jobs_of(argv: list[str]) -> int:
-    return int(argv[argv.index("--jobs") + 1]) if "--jobs" in argv else 1
+def option(argv: list[str], name: str, default: list[str]) -> list[str]:
+    """The values after ``name`` in a ``zsq run`` command line, up to the next option."""
+    if name not in argv:
+        return default
+    values = []
+    for token in argv[argv.index(name) + 1:]:
+        if token.startswith("--"):
+            break
+        values.append(token)
+    return values
+
+
+def runs_of(zsq_args: list[str]) -> set[tuple[str, str, str]]:
+    """The (row, bits, seed) runs a ``zsq run`` command line names; bits ``*`` when it gives none
+    (every bit-width of the row).
+
+    >>> sorted(runs_of(["adadfq+akt", "--bits", "w4a4", "--seeds", "1", "2", "--jobs", "2"]))
+    [('adadfq+akt', 'w4a4', '1'), ('adadfq+akt', 'w4a4', '2')]
+    """
+    names = option(["--names", *zsq_args], "--names", [])
+    return {(n, b, seed) for n in names for b in option(zsq_args, "--bits", ["*"])
+            for seed in option(zsq_args, "--seeds", ["0"])}
+
+
+def clashes(mine: set, theirs: set) -> list[tuple[str, str, str]]:
+    """The runs of ``mine`` that ``theirs`` trains too (bits ``*``: any of the row's).
+
+    >>> clashes({("akt", "w4a4", "1"), ("akt", "w4a4", "2")}, {("akt", "*", "2")})
+    [('akt', 'w4a4', '2')]
+    """
+    return sorted(r for r in mine if any(r[0] == t[0] and r[2] == t[2] and (r[1] == t[1] or "*" in (r[1], t[1]))
+                                         for t in theirs))
+
+
+def side_by_side(zsq_args: list[str]) -> int:
+    """How many of a command line's runs train at once: its --jobs, at most its runs."""
+    return min(int(option(zsq_args, "--jobs", ["1"])[0]), max(1, len(runs_of(zsq_args))))
 
 
 def cmd_start(args) -> int:
@@ -168,22 +236,34 @@ def cmd_start(args) -> int:
     mps = start_mps()
     w = work()
     budget = os.environ.get("BUDGET", "1380")
-    # Always through the runner (--jobs, 1 if not given): it stops its runs cleanly on SIGTERM at any
-    # moment (`stop`), one log per run.
-    jobs = [] if "--jobs" in args.zsq_args else ["--jobs", "1"]
-    argv = ["zsq", "run", *args.zsq_args, *jobs, "--profile", os.environ.get("PROFILE", "paper"), "--out", str(rec),
+    if not args.zsq_args or args.zsq_args[0].startswith("-"):
+        raise SystemExit("session: start needs the arguments of `zsq run`, rows first")
+    argv = ["zsq", "run", *args.zsq_args, "--profile", os.environ.get("PROFILE", "paper"), "--out", str(rec),
             "--device", os.environ.get("DEVICE", "cuda"), "--time-budget", budget, "--no-progress"]
     running = [s for s in sweeps() if alive(s)]
-    # Every run of every sweep records how many share the device: this sweep's and those running.
-    total = sum(jobs_of(load_json(s / "argv.json", [])) for s in running) + jobs_of(argv)
+    # Two sweeps on one run would write one checkpoint from two processes (a start sent twice).
+    mine = runs_of(args.zsq_args)
+    for s in running:
+        if (s / "records").read_text().strip() != records:
+            continue
+        clash = clashes(mine, runs_of(load_json(s / "argv.json", [])[2:]))
+        if clash:
+            raise SystemExit(f"session: sweep {s.name} is already running {', '.join('-'.join(r) for r in clash)}")
+    # Every run records how many share the device (its wall time is a shared time): SIDE_BY_SIDE when
+    # the caller knows the session's plan (several starts in one call), else this sweep's and those running.
+    total = int(os.environ.get("SIDE_BY_SIDE") or 0) or \
+        sum(side_by_side(load_json(s / "argv.json", [])[2:]) for s in running) + side_by_side(args.zsq_args)
     sweep = w / "sweeps" / str(len(sweeps()) + 1)
     sweep.mkdir(parents=True)
     (sweep / "argv.json").write_text(json.dumps(argv))
     (sweep / "records").write_text(records + "\n")
     env = {**os.environ, **mps, "AKT_DATA_DIR": str(w / "data"), "PYTHONPATH": str(w / "tree"),
            "AKT_SIDE_BY_SIDE": str(total), "PYTHONUNBUFFERED": "1"}
-    # sh waits for the sweep and writes its exit code; the sweep's own pid is what `stop` signals.
-    script = 'python3 -m akt_lib "$@" & echo $! > "$0/pid"; wait $!; echo $? > "$0/rc"'
+    # sh waits for the sweep and writes its exit code (each file whole: written aside, then renamed);
+    # the sweep's own pid is what `stop` signals. A sweep with one job per run stops as a whole on
+    # SIGTERM: the run training stops, and no further run starts (runner.CommandBudget).
+    script = ('python3 -m akt_lib "$@" & echo $! > "$0/pid.tmp"; mv "$0/pid.tmp" "$0/pid"; wait $!; '
+              'echo $? > "$0/rc.tmp"; mv "$0/rc.tmp" "$0/rc"')
     with open(sweep / "log.txt", "w") as log:
         subprocess.Popen(["sh", "-c", script, str(sweep), *argv], cwd=w / "tree", env=env, stdout=log,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -195,8 +275,8 @@ def cmd_start(args) -> int:
             say(f"sweep {sweep.name} has already ended (exit {rc}):\n" + (sweep / "log.txt").read_text()[-3000:])
             return 0 if rc == "0" else 1
         time.sleep(0.1)
-    if len(running) and int(sweep.name) > 1:
-        say("note: runs started later stop later: BUDGET counts from each sweep's start")
+    if running:
+        say("note: BUDGET counts from each sweep's start (plus each run's setup): runs started later stop later")
     return 0
 
 
@@ -230,8 +310,9 @@ def sweep_lines() -> list[str]:
     for s in sweeps():
         argv = load_json(s / "argv.json", [])
         rc = None if alive(s) else (s / "rc").read_text().strip()
-        # 143: SIGTERM (`stop`) reached the runner before it had started any run: nothing was lost
-        state = {None: "running", "143": "stopped before any of its runs started"}.get(rc, f"exit {rc}")
+        # 143: SIGTERM (`stop`) came while no training loop (which stops cleanly) was running
+        state = {None: "running", "143": "ended by SIGTERM during a run's setup: the runs before it are in "
+                 "their records, the others had not begun training"}.get(rc, f"exit {rc}")
         out.append(f"  sweep {s.name} ({state}): " + " ".join(argv[2:argv.index('--profile')] if argv else []))
         if rc not in (None, "0", "3", "143"):
             out += ["    " + line for line in (s / "log.txt").read_text(errors="replace").splitlines()[-15:]]
@@ -271,9 +352,11 @@ def cmd_stop(args) -> int:
     deadline = time.monotonic() + args.seconds
     while any(alive(s) for s in chosen) and time.monotonic() < deadline:
         time.sleep(1)
-    if any(alive(s) for s in chosen):
-        say(f"still running after {args.seconds:.0f} s; sending what is there")
-    return cmd_wait(argparse.Namespace(seconds=0, every=60))
+    left = [s.name for s in chosen if alive(s)]
+    if left:
+        say(f"sweep {', '.join(left)} still running after {args.seconds:.0f} s; sending what is there")
+    code = cmd_wait(argparse.Namespace(seconds=0, every=60))
+    return 1 if left else code
 
 
 def cmd_run(args) -> int:
@@ -289,63 +372,94 @@ def cmd_run(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- send
 def cmd_send(args) -> int:
+    """Under $OUT: records.tgz (the records changed this session, the logs, and manifest.json) and
+    ckpt/<n>.pt, checkpoints under names the tool brings back ('+' in a run's name is not one of
+    them); manifest.json says which run and folder each is, and at how many epochs of its record.
+
+    Which checkpoints, while they fit (8 files, 63 MiB): one kept epoch never sent; the states of
+    unfinished runs that changed since they last went back, the longest unsent first (so every run's
+    state comes back in turn when more runs train than one call can bring); the other kept epochs
+    never sent; then, with room left, what went back already (in case a call's files were lost).
+    """
     out = Path(os.environ.get("OUT") or "")
     if not os.environ.get("OUT") or not out.is_dir():
         raise SystemExit("session: OUT is not set to a folder: this runs on the device machine")
     snap = load_json(work() / "snapshot.json", {})
     changed = lambda p: snap.get(str(p)) != stamp(p)  # noqa: E731
-    records, ckpts = [], []
-    sent = load_json(work() / "sent.json", {})  # the kept epochs' states that went back already
-    for s in sweeps():
-        folder = (s / "records").read_text().strip()
+    sent = load_json(work() / "sent.json", {})  # path -> [stamp, time] of what went back
+    folders = list(dict.fromkeys((s / "records").read_text().strip() for s in sweeps()))
+    members, candidates = {}, []  # arcname -> bytes; (tier, last sent, folder, path, what, epochs)
+    for folder in folders:
         rec_dir = work() / "records" / folder_slug(folder)
-        if (folder, rec_dir) not in records:
-            records.append((folder, rec_dir))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        def add(path: Path, arcname: str) -> bytes:
-            # Read once, then archive those bytes: a run may replace the file meanwhile (atomically),
-            # and tar.add would pair the old size with the new content.
-            data = path.read_bytes()
-            info = tarfile.TarInfo(arcname)
-            info.size, info.mtime, info.mode = len(data), int(path.stat().st_mtime), 0o644
-            tar.addfile(info, io.BytesIO(data))
-            return data
-
-        for folder, rec_dir in records:
-            for p in sorted(rec_dir.glob("*.json")):
-                if not changed(p):
+        for p in sorted(rec_dir.glob("*.json")):
+            if not changed(p):
+                continue
+            # Read once, then archive those bytes: a run replaces the file (atomically) meanwhile.
+            members[f"{folder}/{p.name}"] = data = p.read_bytes()
+            try:
+                record = json.loads(data)
+            except ValueError:
+                record = {}
+            epochs = len(record.get("history", []))
+            states = [(rec_dir / "checkpoints" / f"{p.stem}.pt", record.get("status"))] \
+                if record.get("status") != "complete" else []
+            states += [(k, "kept") for k in sorted(rec_dir.glob(f"checkpoints/{p.stem}-epoch*.pt"))]
+            for path, what in states:
+                if not path.is_file() or not changed(path):
                     continue
-                try:
-                    status = json.loads(add(p, f"{folder}/{p.name}")).get("status")
-                except ValueError:
-                    status = None
-                own = rec_dir / "checkpoints" / f"{p.stem}.pt"
-                if status != "complete" and own.is_file() and changed(own):
-                    ckpts.append((folder, own, status))
-                ckpts += [(folder, k, "kept") for k in sorted(rec_dir.glob(f"checkpoints/{p.stem}-epoch*.pt"))
-                          if changed(k) and sent.get(str(k)) != stamp(k)]  # kept states: once
-            for log in sorted(rec_dir.glob("logs/*.log")):
-                add(log, f"logs/{folder_slug(folder)}/{log.name}")
-        for s in sweeps():
-            add(s / "log.txt", f"logs/sweep-{s.name}.txt")
-    (out / "records.tgz").write_bytes(buf.getvalue())
-    ckpts.sort(key=lambda c: c[2] == "kept")  # the states to resume from first, kept epochs after
-    files, size = 2, len(buf.getvalue()) + MIB  # records.tgz and the command's log.txt
-    for folder, p, what in ckpts:
-        n = p.stat().st_size
+                last = sent.get(str(path))
+                fresh = last is None or last[0] != stamp(path)
+                tier = (0 if what != "kept" else 1) if fresh else (2 if what != "kept" else 3)
+                candidates.append((tier, last[1] if last else 0.0, folder, path, what, epochs))
+        for log in sorted(rec_dir.glob("logs/*.log")):
+            members[f"logs/{folder_slug(folder)}/{log.name}"] = log.read_bytes()
+    for s in sweeps():
+        members[f"logs/sweep-{s.name}.txt"] = (s / "log.txt").read_bytes()
+
+    def archive(manifest: list, with_logs: bool = True) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            items = [(k, v) for k, v in members.items() if with_logs or not k.startswith("logs/")]
+            for name, data in items + [("manifest.json", json.dumps(manifest, indent=1).encode())]:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    shutil.rmtree(out / "ckpt", ignore_errors=True)  # an earlier send of this same command: replaced
+    # What else this call puts under $OUT (a benchmark's record, say) counts against the limits too.
+    others = [p for p in out.rglob("*") if p.is_file() and p.name != "records.tgz" and "ckpt" not in p.parts]
+    files = len(others) + 1 + (0 if (out / "log.txt").exists() else 1)  # + records.tgz (+ log.txt to come)
+    size = sum(p.stat().st_size for p in others) + len(archive([])) + MIB // 16 + MIB  # + manifest, log growth
+    manifest = []
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    first_kept = next((i for i, c in enumerate(candidates) if c[0] == 1), None)
+    if first_kept is not None:  # one slot for a kept epoch never sent, or the running states would starve it
+        candidates.insert(0, candidates.pop(first_kept))
+    for tier, _, folder, path, what, epochs in candidates:
+        n = path.stat().st_size
         if files + 1 > BACK_FILES or size + n > BACK_ALL or n > BACK_FILE:
-            print(f"LEFT ON THE DEVICE (over what one call brings back): {p.name}", file=sys.stderr)
+            if tier < 2:
+                print(f"LEFT ON THE DEVICE this call (over what one call brings back): {folder}/checkpoints/"
+                      f"{path.name}", file=sys.stderr)
             continue
-        dest = out / "ckpt" / folder_slug(folder)
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest / p.name)  # written atomically by the run: this is one whole state
+        name = f"ckpt/{len(manifest) + 1}.pt"
+        (out / "ckpt").mkdir(exist_ok=True)
+        shutil.copy2(path, out / name)  # the run writes it atomically: this is one whole state
+        manifest.append({"file": name, "folder": folder, "name": path.name, "what": what, "epochs": epochs})
+        sent[str(path)] = [stamp(path), time.time()]
         files, size = files + 1, size + n
-        if what == "kept":
-            sent[str(p)] = stamp(p)
-        print(f"back: {folder}/checkpoints/{p.name} ({what}, {n / MIB:.1f} MiB)", flush=True)
+        print(f"back: {folder}/checkpoints/{path.name} ({what}{', again' if tier >= 2 else ''}, "
+              f"{n / MIB:.1f} MiB)", flush=True)
+    data = archive(manifest)
+    if len(data) > BACK_FILE:  # the logs are what grows; the records and the manifest must come back
+        print("records.tgz: over 16 MiB with the logs; sent without them", file=sys.stderr)
+        data = archive(manifest, with_logs=False)
+    (out / "records.tgz.part").write_bytes(data)
+    (out / "records.tgz.part").rename(out / "records.tgz")  # a call killed meanwhile leaves no half archive
     (work() / "sent.json").write_text(json.dumps(sent))
-    print(f"back: records.tgz ({len(buf.getvalue()) / 1024:.0f} KiB)", flush=True)
+    print(f"back: records.tgz ({len(data) / 1024:.0f} KiB, {sum(1 for k in members if not k.startswith('logs/'))} "
+          "records)", flush=True)
     return 0
 
 

@@ -10,6 +10,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 [ -n "${OUT:-}" ] || { echo "dev/gpu/session.sh: OUT is not set: this runs on the device machine" >&2; exit 2; }
-source dev/gpu/env.sh || exit 2
+# start and run use this tree (its library must be the commit .gpu/COMMIT names); wait, stop and send
+# read only $WORK, so an edit here during a session cannot keep them from sending what the runs wrote.
+case "${1:-}" in
+    start|run) source dev/gpu/env.sh || exit 2 ;;
+    *) export PYTHONUNBUFFERED=1 ;;
+esac
 python3 dev/gpu/session.py "$@" 2>&1 | tee -a "$OUT/log.txt"
 exit "${PIPESTATUS[0]}"
