@@ -34,7 +34,7 @@ from .zsq import _paths as zsq_paths
 
 __all__ = ["Experiment", "EXPERIMENTS", "PAPER", "PROFILES", "experiment_config", "run_experiment",
            "run_zeroq", "run_records", "progress_table", "results_table", "collapsed", "format_table", "print_tables",
-           "progress_row", "newest_per_seed", "main"]
+           "progress_row", "newest_per_seed", "build_parser", "main"]
 
 PROFILES = ("smoke", "short", "paper")
 
@@ -566,7 +566,9 @@ def check_keep_epochs(parser, args) -> None:
                              f"has epochs 0..{epochs - 1}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parser of ``python -m akt_lib zsq`` and its ``run`` subcommand's (which also reads the
+    command lines of tools that start runs, such as dev/gpu/session.py)."""
     p = argparse.ArgumentParser(prog="python -m akt_lib zsq", description="Named zero-shot quantization experiments.",
                                 formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -577,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
                         "history) as checkpoints/<run>-epochNNN.pt, to look at a run's state afterwards with "
                         "akt_lib.zsq.load_run")
     add_table_parser(sub, PROFILES, "zsq")
+    return p, r
+
+
+def main(argv: list[str] | None = None) -> int:
+    p, r = build_parser()
     args = p.parse_args(argv)
 
     if args.cmd == "list":

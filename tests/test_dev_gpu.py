@@ -48,7 +48,11 @@ def test_records_folders_travel_as_one_safe_folder_name():
 def test_a_start_knows_its_runs_and_refuses_to_train_one_twice():
     argv = ["adadfq+akt", "adadfq", "--bits", "w4a4", "--seeds", "1", "2", "--jobs", "3", "--keep-epochs", "7"]
     assert len(session.runs_of(argv)) == 4 and session.side_by_side(argv) == 3
-    assert session.side_by_side(["gdfq", "--seeds", "0", "--jobs", "4"]) == 1  # one run: alone, whatever --jobs
+    assert session.side_by_side(["gdfq", "--bits", "w4a4", "--jobs", "4"]) == 1  # one run: alone, whatever --jobs
+    gdfq_bits = len(session.runs_of(["gdfq"]))  # no --bits: every bit-width of the row, each a run
+    assert gdfq_bits > 1 and session.side_by_side(["gdfq", "--jobs=8"]) == gdfq_bits
+    with pytest.raises(SystemExit):  # what `zsq run` would refuse, start refuses before anything starts
+        session.runs_of(["gdfq", "--seeds", "-1"])
     assert session.side_by_side(["gdfq", "--seeds", "0", "1"]) == 1  # no --jobs: one after the other
     running = session.runs_of(["adadfq+akt", "--seeds", "2"])  # every bit-width of the row
     assert session.clashes(session.runs_of(argv), running) == [("adadfq+akt", "w4a4", "2")]
@@ -115,6 +119,7 @@ def test_send_brings_back_changed_records_and_the_states_to_resume(device):
 
 def test_send_takes_turns_when_more_states_change_than_one_call_brings_back(device, monkeypatch, capsys):
     rec, out = device
+    (rec.parents[1] / "sweeps" / "1" / "rc").unlink()  # the sweep is running
     for name in "abcde":
         _write(rec / f"{name}.json", _record("running", 5))
         _write(rec / "checkpoints" / f"{name}.pt", b"z" * 1000)
@@ -129,6 +134,14 @@ def test_send_takes_turns_when_more_states_change_than_one_call_brings_back(devi
     # a kept epoch never sent takes one slot; then the states never sent, then the longest unsent
     assert rounds == [["a-epoch003.pt", "a.pt", "b.pt"], ["c.pt", "d.pt", "e.pt"], ["a.pt", "b.pt", "c.pt"]]
     assert "LEFT ON THE DEVICE this call" in capsys.readouterr().err
+    # once nothing runs, the states to resume from come before a kept epoch, and the message says to send again
+    (rec.parents[1] / "sweeps" / "1" / "rc").write_text("3\n")
+    _write(rec / "checkpoints" / "a-epoch004.pt", b"k" * 1000)
+    for name in "abcde":  # the runs' last states, written as they stopped
+        _write(rec / "checkpoints" / f"{name}.pt", b"s" * 1000)
+    session.cmd_send(None)
+    assert "a-epoch004.pt" not in _sent(out)[1] and "call `bash dev/gpu/session.sh send` again" in \
+        capsys.readouterr().err
     monkeypatch.setattr(session, "BACK_FILES", 8)
     monkeypatch.setattr(session, "MIB", 1)  # limits in bytes: the size limit now stops it at two
     monkeypatch.setattr(session, "BACK_ALL", len((out / "records.tgz").read_bytes()) + 2 * 1000 + 200)
@@ -191,8 +204,10 @@ def test_collect_files_records_and_checkpoints_and_never_steps_back(here, tmp_pa
     assert json.loads((paper / "done.json").read_text())["status"] == "complete"
     assert not (paper / "checkpoints" / "done.pt").exists()  # complete: its old state would be a trap
     assert (paper / "checkpoints" / f"{RUN}.pt").read_bytes() == b"new state"
+    # an unfinished record whose state did not come with it waits for a call that brings both; its
+    # kept epoch is filed (it rolls nothing back)
+    assert "HELD BACK: results/zsq-diag/new.json" in err and not (here / "results" / "zsq-diag" / "new.json").exists()
     assert (here / "results" / "zsq-diag" / "checkpoints" / "new-epoch009.pt").read_bytes() == b"kept"
-    assert json.loads((here / "results" / "zsq-diag" / "new.json").read_text())["status"] == "running"
     assert [f.read_bytes() for f in here.glob(".gpu-logs/*/sweep-1.txt")] == [b"log"]
     assert not list(here.rglob("*.part"))
     carry = json.loads(out.split("the unfinished runs resume from: ")[1].splitlines()[0])
@@ -214,3 +229,36 @@ def test_collect_refuses_what_does_not_belong_in_results_and_files_nothing(here,
 def test_collect_refuses_a_folder_that_is_not_a_call_of_session_sh(here, tmp_path, capsys):
     assert collect.main([str(tmp_path)], root=here) == 2
     assert "no records.tgz" in capsys.readouterr().err
+
+
+def test_collect_holds_back_a_record_whose_checkpoint_did_not_come_and_refuses_a_bad_archive(here, tmp_path, capsys):
+    p = "results/zsq/paper"
+    back = _back(tmp_path, {f"{p}/a.json": _record("stopped", 5), f"{p}/b.json": _record("stopped", 7)},
+                 [(p, "a.pt", "stopped", 5, b"A"), (p, "b.pt", "stopped", 7, b"B")])
+    (back / "ckpt" / "1.pt").unlink()  # left out by the tool: a's record would be ahead of its state here
+    (back / "ckpt" / "9.pt").write_bytes(b"?")  # not in the manifest: reported, not filed
+    assert collect.main([str(back)], root=here) == 1
+    err = capsys.readouterr().err
+    assert "did not come back" in err and "HELD BACK: results/zsq/paper/a.json" in err and "9.pt" in err
+    paper = here / "results" / "zsq" / "paper"
+    assert not (paper / "a.json").exists() and not (paper / "checkpoints" / "a.pt").exists()
+    assert (paper / "checkpoints" / "b.pt").read_bytes() == b"B" and (paper / "b.json").exists()
+    # the same files again: b is what is here already (nothing to say), a still waits
+    assert collect.main([str(back)], root=here) == 1
+    assert "b.json" not in capsys.readouterr().err
+    # at equal epochs, the later state (more wall time) wins; an earlier one is behind
+    older, newer = dict(_record("stopped", 7), wall_time_s=10.0), dict(_record("stopped", 7), wall_time_s=20.0)
+    for i, (rec, data, code) in enumerate(((newer, b"B2", 0), (older, b"B1", 1))):
+        (tmp_path / "back").rename(tmp_path / f"old{i}")
+        back = _back(tmp_path, {f"{p}/b.json": rec}, [(p, "b.pt", "stopped", 7, data)])
+        assert collect.main([str(back)], root=here) == code
+    assert (paper / "checkpoints" / "b.pt").read_bytes() == b"B2"
+    # a member that is no record: nothing is filed, not even the good one beside it
+    (tmp_path / "back").rename(tmp_path / "old3")
+    back = _back(tmp_path, {f"{p}/c.json": _record("complete", 200), f"{p}/d.json": {"status": "complete"}})
+    assert collect.main([str(back)], root=here) == 2 and not (paper / "c.json").exists()
+
+
+def test_the_examples_in_session_py_hold():
+    import doctest
+    assert doctest.testmod(session).failed == 0

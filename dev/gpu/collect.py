@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import tarfile
 import time
@@ -67,62 +68,96 @@ def main(argv: list[str], root: Path = ROOT) -> int:
         print(f"dev/gpu/collect.py: {back} has no records.tgz: not what dev/gpu/session.sh leaves", file=sys.stderr)
         return 2
     # Everything is checked before anything is filed: a bad archive files nothing.
-    records, logs_in, manifest = {}, {}, []
+    records, raw, logs_in, manifest = {}, {}, {}, []
+
+    def refuse(what: str) -> int:
+        print(f"dev/gpu/collect.py: refusing {what}", file=sys.stderr)
+        return 2
     with tarfile.open(back / "records.tgz") as tar:
         for m in tar.getmembers():
             path = Path(m.name)
             if m.isdir() and not path.is_absolute() and ".." not in path.parts:
                 continue
             if not m.isfile() or path.is_absolute() or ".." in path.parts:
-                print(f"dev/gpu/collect.py: refusing archive member {m.name!r}", file=sys.stderr)
-                return 2
+                return refuse(f"archive member {m.name!r}")
             data = tar.extractfile(m).read()
             if m.name == "manifest.json":
-                manifest = json.loads(data)
+                try:
+                    manifest = json.loads(data)
+                except ValueError as e:
+                    return refuse(f"manifest.json: {e}")
             elif path.parts[0] == "logs":
                 logs_in[path] = data
             else:
                 try:
                     folder_slug(str(path.parent))  # a folder under results/, or refused
-                except SystemExit as e:
-                    print(f"dev/gpu/collect.py: refusing archive member {m.name!r}: {e}", file=sys.stderr)
-                    return 2
-                records[path] = data
+                    record = json.loads(data)
+                    if path.suffix != ".json" or not isinstance(record, dict) \
+                            or not isinstance(record.get("history"), list):
+                        raise ValueError("not a run record")
+                except (SystemExit, ValueError) as e:
+                    return refuse(f"archive member {m.name!r}: {e}")
+                records[path], raw[path] = record, data
+    if not isinstance(manifest, list):
+        return refuse("manifest.json: not a list")
     for entry in manifest:
         try:
             folder_slug(entry["folder"])
-            if Path(entry["name"]).name != entry["name"] or not entry["name"].endswith(".pt") \
-                    or not (back / entry["file"]).is_file():
-                raise SystemExit("not a checkpoint that came back")
-        except (SystemExit, KeyError, TypeError) as e:
-            print(f"dev/gpu/collect.py: refusing manifest entry {entry!r}: {e}", file=sys.stderr)
-            return 2
+            if not re.fullmatch(r"ckpt/[0-9]+\.pt", entry["file"]) or Path(entry["name"]).name != entry["name"] \
+                    or not entry["name"].endswith(".pt") or not isinstance(entry["what"], str) \
+                    or not isinstance(entry.get("epochs", 0), int):
+                raise ValueError("malformed")
+        except (SystemExit, KeyError, TypeError, ValueError) as e:
+            return refuse(f"manifest entry {entry!r}: {e}")
+    listed = {entry["file"] for entry in manifest}
+    for extra in sorted(str(p.relative_to(back)) for p in back.glob("ckpt/*.pt")):
+        if extra not in listed:
+            print(f"WARNING: {extra} is not in the manifest (a send cut short?); not filed", file=sys.stderr)
 
     refused, folders, behind = 0, [], set()
-    for path, data in records.items():
-        folder = str(path.parent)
+    states = {}  # (folder, run) -> epochs of its state that came back, whole, in this call
+    for entry in manifest:
+        if not (back / entry["file"]).is_file():  # left out by the tool (over its limits)
+            print(f"NOT FILED: {entry['folder']}/checkpoints/{entry['name']} did not come back ({entry['file']})",
+                  file=sys.stderr)
+            refused = 1
+        elif entry["what"] != "kept":
+            states[(entry["folder"], Path(entry["name"]).stem)] = entry.get("epochs") or 0
+    for path, new in records.items():
+        folder, run = str(path.parent), path.stem
         if folder not in folders:
             folders.append(folder)
-        new = json.loads(data)
         here_path = root / path
+        if here_path.is_file() and here_path.read_bytes() == raw[path]:
+            continue  # the same record as here (sent again): nothing to file
         here = load(here_path) if here_path.exists() else None
+        newer = len(new["history"]) > len(here["history"]) if here else True
+        tie = here is not None and len(new["history"]) == len(here["history"])
         if here is not None and ((here.get("status") == "complete" and new.get("status") != "complete")
-                                 or len(new["history"]) < len(here["history"])):
+                                 or not (newer or tie and new.get("wall_time_s", 0) >= here.get("wall_time_s", 0))):
             print(f"NOT FILED: {path} here is {summary(here)}; the one that came back ({summary(new)}) "
                   f"is behind it and stays in {back}", file=sys.stderr)
-            refused, _ = 1, behind.add((folder, path.stem))
+            refused, _ = 1, behind.add((folder, run))
             continue
-        _install(data, here_path)
+        if new.get("status") != "complete" and states.get((folder, run), -1) < len(new["history"]):
+            # its state did not come back with it: filed alone, the record would be ahead of the
+            # checkpoint a resume starts from (and the run would go back)
+            print(f"HELD BACK: {path} ({summary(new)}) came without its checkpoint; the next call brings both "
+                  f"(it stays in {back})", file=sys.stderr)
+            refused, _ = 1, behind.add((folder, run))
+            continue
+        _install(raw[path], here_path)
         if new.get("status") == "complete":
-            (here_path.parent / "checkpoints" / f"{path.stem}.pt").unlink(missing_ok=True)
+            (here_path.parent / "checkpoints" / f"{run}.pt").unlink(missing_ok=True)
         print(f"{path}: {summary(new)}")
     for entry in manifest:
         folder, name = entry["folder"], entry["name"]
-        run = Path(name).stem.rsplit("-epoch", 1)[0] if entry["what"] == "kept" else Path(name).stem
+        kept = entry["what"] == "kept"
+        run = Path(name).stem.rsplit("-epoch", 1)[0] if kept else Path(name).stem
+        if not (back / entry["file"]).is_file() or (not kept and (folder, run) in behind):
+            continue  # missing, or the state of a record not filed: behind, or held back with it
         rec = load(root / folder / f"{run}.json")
-        if (folder, run) in behind:
-            continue  # the state of a record that was refused as behind: behind too
-        if entry["what"] != "kept" and rec is not None and (
+        if not kept and rec is not None and (
                 rec.get("status") == "complete" or len(rec["history"]) > (entry.get("epochs") or 0)):
             continue  # a finished run's state, or one older than the record here: it would roll the run back
         _install((back / entry["file"]).read_bytes(), root / folder / "checkpoints" / name)

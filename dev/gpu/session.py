@@ -27,10 +27,10 @@ multi-process service first, if the machine has it, so the kernels of side-by-si
 instead of taking turns; 0: not), WORK.
 
 Back under $OUT, each call (dev/gpu/collect.py files it here), at most 8 files, 64 MiB:
-    $OUT/records.tgz            every record the session wrote or changed, as <RECORDS>/<name>.json,
-                                and the sweeps' logs, as logs/...
-    $OUT/ckpt/<folder>/<name>.pt  the checkpoints of the runs not complete, newest state (then kept
-                                epochs), while they fit; <folder> is RECORDS with '/' as '__'
+    $OUT/records.tgz   every record the session wrote or changed, as <RECORDS>/<name>.json, the
+                       sweeps' logs (logs/...), and manifest.json, which names each checkpoint
+    $OUT/ckpt/<n>.pt   checkpoints of unfinished runs and kept epochs, while they fit (cmd_send says
+                       which first); a run's own name has a '+', which the tool does not bring back
 """
 
 from __future__ import annotations
@@ -80,6 +80,13 @@ def load_json(path: Path, default):
         return default
 
 
+def write_json(path: Path, obj) -> None:
+    """Whole or not at all: a temporary file, then a rename."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
 def stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -91,12 +98,15 @@ def setup(records: str) -> Path:
     w = work()
     commit = (ROOT / ".gpu" / "COMMIT").read_text().strip()
     if not (w / "COMMIT").is_file():  # built aside and renamed: a failed first call leaves no half folder
+        if w.exists() and any(w.iterdir()):
+            raise SystemExit(f"session: WORK={w} exists and is not a session's work folder; name a new one")
         part = w.with_name(w.name + ".part")
-        shutil.rmtree(part, ignore_errors=True)
+        shutil.rmtree(part, ignore_errors=True)  # ours: a first call that failed
         shutil.copytree(ROOT / "akt_lib", part / "tree" / "akt_lib", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(ROOT / ".gpu" / "data", part / "data")
         (part / "COMMIT").write_text(commit + "\n")
-        shutil.rmtree(w, ignore_errors=True)
+        if w.exists():
+            w.rmdir()  # empty (checked above)
         part.rename(w)
         say(f"work folder {w}: akt_lib and data of commit {commit[:8]}")
     elif (w / "COMMIT").read_text().strip() != commit:
@@ -113,7 +123,13 @@ def setup(records: str) -> Path:
             shutil.copy2(p, dest)
             snap[str(dest)] = stamp(dest)  # what the session found: only what changes from here goes back
             seeded.append(dest)
-    (w / "snapshot.json").write_text(json.dumps(snap))
+    write_json(w / "snapshot.json", snap)
+    for p in seeded:
+        r = load_json(p, {}) if p.suffix == ".json" else {}
+        if r.get("status") not in (None, "complete") and r.get("history") \
+                and not (rec / "checkpoints" / f"{p.stem}.pt").is_file():
+            say(f"WARNING: {records}/{p.name} has {len(r['history'])} epochs but its checkpoint was not carried: "
+                "a start of that run trains it again from epoch 0 (carry checkpoints/" + p.stem + ".pt)")
     ckpts = [p.name for p in seeded if p.suffix == ".pt"]
     if seeded:
         say(f"{records}: {len(seeded) - len(ckpts)} records and {len(ckpts)} checkpoints from the tree"
@@ -150,6 +166,7 @@ def start_mps() -> dict:
         say("MPS: nvidia-cuda-mps-control is not on this machine; side-by-side runs take turns on the GPU")
         return {}
     if (w / "mps-failed").exists():
+        say(f"MPS: off (it did not work on this machine: {(w / 'mps-failed').read_text().strip()[:200]})")
         return {}
     if mps_servers(control, full):
         return env
@@ -178,7 +195,11 @@ def start_mps() -> dict:
     else:
         why = f"the CUDA probe failed: {probed.stderr.strip()[-300:]}"
     say(f"MPS: did not work ({why}; {(w / 'mps-start.txt').read_text()[-200:].strip()}); going on without")
-    subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
+    if started == 0:  # the daemon this call started: stopped again (never one that was there before)
+        try:
+            subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            say("MPS: the daemon did not answer 'quit'")
     (w / "mps-failed").write_text(why + "\n")
     return {}
 
@@ -191,58 +212,55 @@ def alive(sweep: Path) -> bool:
     return not (sweep / "rc").exists()
 
 
-def option(argv: list[str], name: str, default: list[str]) -> list[str]:
-    """The values after ``name`` in a ``zsq run`` command line, up to the next option."""
-    if name not in argv:
-        return default
-    values = []
-    for token in argv[argv.index(name) + 1:]:
-        if token.startswith("--"):
-            break
-        values.append(token)
-    return values
+def parse_run(zsq_args: list[str]) -> argparse.Namespace:
+    """A ``zsq run`` command line read by the library's own parser (its abbreviations and ``--x=y``
+    forms included); a line it refuses ends here, before anything starts."""
+    from akt_lib.experiments import EXPERIMENTS, build_parser
+    args = build_parser()[0].parse_args(["run", *zsq_args])
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        raise SystemExit(f"session: unknown row(s) {', '.join(unknown)}")
+    return args
 
 
 def runs_of(zsq_args: list[str]) -> set[tuple[str, str, str]]:
-    """The (row, bits, seed) runs a ``zsq run`` command line names; bits ``*`` when it gives none
-    (every bit-width of the row).
+    """The (row, bits, seed) runs a ``zsq run`` command line names (a row without --bits: all of its).
 
-    >>> sorted(runs_of(["adadfq+akt", "--bits", "w4a4", "--seeds", "1", "2", "--jobs", "2"]))
+    >>> sorted(runs_of(["adadfq+akt", "--bits=w4a4", "--seed", "1", "2", "--jobs", "2"]))
     [('adadfq+akt', 'w4a4', '1'), ('adadfq+akt', 'w4a4', '2')]
     """
-    names = option(["--names", *zsq_args], "--names", [])
-    return {(n, b, seed) for n in names for b in option(zsq_args, "--bits", ["*"])
-            for seed in option(zsq_args, "--seeds", ["0"])}
+    from akt_lib.experiments import EXPERIMENTS
+    args = parse_run(zsq_args)
+    return {(n, b, str(seed)) for n in args.names for b in (args.bits or EXPERIMENTS[n].bits) for seed in args.seeds}
 
 
 def clashes(mine: set, theirs: set) -> list[tuple[str, str, str]]:
-    """The runs of ``mine`` that ``theirs`` trains too (bits ``*``: any of the row's).
+    """The runs of ``mine`` that ``theirs`` trains too.
 
-    >>> clashes({("akt", "w4a4", "1"), ("akt", "w4a4", "2")}, {("akt", "*", "2")})
+    >>> clashes({("akt", "w4a4", "1"), ("akt", "w4a4", "2")}, {("akt", "w4a4", "2"), ("akt", "w3a3", "1")})
     [('akt', 'w4a4', '2')]
     """
-    return sorted(r for r in mine if any(r[0] == t[0] and r[2] == t[2] and (r[1] == t[1] or "*" in (r[1], t[1]))
-                                         for t in theirs))
+    return sorted(mine & theirs)
 
 
 def side_by_side(zsq_args: list[str]) -> int:
     """How many of a command line's runs train at once: its --jobs, at most its runs."""
-    return min(int(option(zsq_args, "--jobs", ["1"])[0]), max(1, len(runs_of(zsq_args))))
+    return min(parse_run(zsq_args).jobs, max(1, len(runs_of(zsq_args))))
 
 
 def cmd_start(args) -> int:
     records = os.environ.get("RECORDS") or f"results/zsq/{os.environ.get('PROFILE', 'paper')}"
+    if not args.zsq_args or args.zsq_args[0].startswith("-"):
+        raise SystemExit("session: start needs the arguments of `zsq run`, rows first")
+    mine = runs_of(args.zsq_args)  # a line the runner would refuse stops here, before anything is set up
     rec = setup(records)
     mps = start_mps()
     w = work()
     budget = os.environ.get("BUDGET", "1380")
-    if not args.zsq_args or args.zsq_args[0].startswith("-"):
-        raise SystemExit("session: start needs the arguments of `zsq run`, rows first")
     argv = ["zsq", "run", *args.zsq_args, "--profile", os.environ.get("PROFILE", "paper"), "--out", str(rec),
             "--device", os.environ.get("DEVICE", "cuda"), "--time-budget", budget, "--no-progress"]
     running = [s for s in sweeps() if alive(s)]
     # Two sweeps on one run would write one checkpoint from two processes (a start sent twice).
-    mine = runs_of(args.zsq_args)
     for s in running:
         if (s / "records").read_text().strip() != records:
             continue
@@ -343,9 +361,12 @@ def cmd_stop(args) -> int:
     if unknown:
         raise SystemExit(f"session: no sweep {', '.join(map(str, sorted(unknown)))} on this machine")
     for s in chosen:
-        if alive(s) and (s / "pid").exists():
+        if alive(s) and (s / "stop-asked").exists():
+            say(f"sweep {s.name}: asked to stop already (a second SIGTERM would kill its runs); waiting")
+        elif alive(s) and (s / "pid").exists():
             try:
                 os.kill(int((s / "pid").read_text()), signal.SIGTERM)  # the runner stops its runs cleanly
+                (s / "stop-asked").touch()
                 say(f"sweep {s.name}: asked to stop (its runs write their checkpoints)")
             except ProcessLookupError:
                 pass
@@ -434,30 +455,36 @@ def cmd_send(args) -> int:
     manifest = []
     candidates.sort(key=lambda c: (c[0], c[1]))
     first_kept = next((i for i, c in enumerate(candidates) if c[0] == 1), None)
-    if first_kept is not None:  # one slot for a kept epoch never sent, or the running states would starve it
-        candidates.insert(0, candidates.pop(first_kept))
+    running = any(alive(s) for s in sweeps())
+    if first_kept is not None and running:  # a slot for a kept epoch never sent, or the states would starve it
+        candidates.insert(0, candidates.pop(first_kept))  # (once nothing runs, the states to resume come first)
+    left_behind = []
     for tier, _, folder, path, what, epochs in candidates:
         n = path.stat().st_size
         if files + 1 > BACK_FILES or size + n > BACK_ALL or n > BACK_FILE:
             if tier < 2:
-                print(f"LEFT ON THE DEVICE this call (over what one call brings back): {folder}/checkpoints/"
-                      f"{path.name}", file=sys.stderr)
+                left_behind.append(f"{folder}/checkpoints/{path.name}")
             continue
         name = f"ckpt/{len(manifest) + 1}.pt"
         (out / "ckpt").mkdir(exist_ok=True)
+        before = stamp(path)  # taken first: a state replaced during the copy reads as changed next time
         shutil.copy2(path, out / name)  # the run writes it atomically: this is one whole state
         manifest.append({"file": name, "folder": folder, "name": path.name, "what": what, "epochs": epochs})
-        sent[str(path)] = [stamp(path), time.time()]
+        sent[str(path)] = [before, time.time()]
         files, size = files + 1, size + n
         print(f"back: {folder}/checkpoints/{path.name} ({what}{', again' if tier >= 2 else ''}, "
               f"{n / MIB:.1f} MiB)", flush=True)
+    for name in left_behind:
+        print(f"LEFT ON THE DEVICE this call (over what one call brings back): {name}"
+              + ("" if running else "; nothing runs: call `bash dev/gpu/session.sh send` again at once"),
+              file=sys.stderr)
     data = archive(manifest)
     if len(data) > BACK_FILE:  # the logs are what grows; the records and the manifest must come back
         print("records.tgz: over 16 MiB with the logs; sent without them", file=sys.stderr)
         data = archive(manifest, with_logs=False)
     (out / "records.tgz.part").write_bytes(data)
     (out / "records.tgz.part").rename(out / "records.tgz")  # a call killed meanwhile leaves no half archive
-    (work() / "sent.json").write_text(json.dumps(sent))
+    write_json(work() / "sent.json", sent)
     print(f"back: records.tgz ({len(data) / 1024:.0f} KiB, {sum(1 for k in members if not k.startswith('logs/'))} "
           "records)", flush=True)
     return 0
