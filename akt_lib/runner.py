@@ -390,11 +390,15 @@ def default_parallel(device=None) -> int:
         >>> default_parallel("cpu"), default_parallel("cuda:0")
         (1, 4)
     """
+    return 4 if _device_kind(device) == "cuda" else 1
+
+
+def _device_kind(device) -> str:
+    """``"cuda"``, ``"cpu"`` ... of a device name, a ``torch.device`` or ``None`` (``utils.get_device()``)."""
     if device is None:
         from .utils import get_device
         device = get_device()
-    kind = getattr(device, "type", None) or str(device).split(":")[0]  # works without importing torch
-    return 4 if kind == "cuda" else 1
+    return getattr(device, "type", None) or str(device).split(":")[0]  # works without importing torch
 
 
 def min_start_s(device=None) -> float:
@@ -408,11 +412,7 @@ def min_start_s(device=None) -> float:
         >>> min_start_s("cpu"), min_start_s("cuda:1")
         (30.0, 120.0)
     """
-    if device is None:
-        from .utils import get_device
-        device = get_device()
-    kind = getattr(device, "type", None) or str(device).split(":")[0]
-    return 120.0 if kind == "cuda" else 30.0
+    return 120.0 if _device_kind(device) == "cuda" else 30.0
 
 
 def run_cli_parallel(command: str, args, out: Path, bits_of: dict[str, Sequence[str]], parser) -> int:

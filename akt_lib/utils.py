@@ -175,15 +175,23 @@ def mps_active() -> bool:
     """
     if not (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control").exists():
         return False
+    return bool(mps_servers())
+
+
+def mps_servers(env: dict | None = None) -> list[str]:
+    """The process ids of the MPS servers that the control daemon at the pipe directory of ``env``
+    (default: this process's environment) reports; ``[]`` when no daemon or no
+    ``nvidia-cuda-mps-control`` answers."""
     import shutil
-    control = shutil.which("nvidia-cuda-mps-control")
+    control = shutil.which("nvidia-cuda-mps-control", path=(env or os.environ).get("PATH"))
     if control is None:
-        return False
+        return []
     try:
-        out = subprocess.run([control], input="get_server_list\n", capture_output=True, text=True, timeout=30)
+        out = subprocess.run([control], input="get_server_list\n", env=env, capture_output=True, text=True,
+                             timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and any(line.strip().isdigit() for line in out.stdout.splitlines())
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
 
 
 def git_commit(short: bool = False) -> str | None:

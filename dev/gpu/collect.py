@@ -15,7 +15,6 @@ session.sh leaves.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sys
@@ -41,6 +40,14 @@ def load(path: Path) -> dict | None:
 def summary(r: dict) -> str:
     return (f"{r.get('status')} - {len(r['history'])} of {r.get('config', {}).get('epochs')} epochs, "
             f"best {r.get('best_acc')}")
+
+
+def is_behind(new: dict, here: dict) -> bool:
+    """Whether the record that came back is behind the one here: unfinished over complete, fewer
+    epochs, or less wall time at as many epochs (an earlier call's state collected late)."""
+    if here.get("status") == "complete" and new.get("status") != "complete":
+        return True
+    return (len(new["history"]), new.get("wall_time_s", 0)) < (len(here["history"]), here.get("wall_time_s", 0))
 
 
 def tree_bytes(root: Path) -> int:
@@ -131,20 +138,19 @@ def main(argv: list[str], root: Path = ROOT) -> int:
         if here_path.is_file() and here_path.read_bytes() == raw[path]:
             continue  # the same record as here (sent again): nothing to file
         here = load(here_path) if here_path.exists() else None
-        newer = len(new["history"]) > len(here["history"]) if here else True
-        tie = here is not None and len(new["history"]) == len(here["history"])
-        if here is not None and ((here.get("status") == "complete" and new.get("status") != "complete")
-                                 or not (newer or tie and new.get("wall_time_s", 0) >= here.get("wall_time_s", 0))):
+        if here is not None and is_behind(new, here):
             print(f"NOT FILED: {path} here is {summary(here)}; the one that came back ({summary(new)}) "
                   f"is behind it and stays in {back}", file=sys.stderr)
-            refused, _ = 1, behind.add((folder, run))
+            refused = 1
+            behind.add((folder, run))
             continue
         if new.get("status") != "complete" and states.get((folder, run), -1) < len(new["history"]):
             # its state did not come back with it: filed alone, the record would be ahead of the
             # checkpoint a resume starts from (and the run would go back)
             print(f"HELD BACK: {path} ({summary(new)}) came without its checkpoint; the next call brings both "
                   f"(it stays in {back})", file=sys.stderr)
-            refused, _ = 1, behind.add((folder, run))
+            refused = 1
+            behind.add((folder, run))
             continue
         _install(raw[path], here_path)
         if new.get("status") == "complete":
@@ -172,7 +178,7 @@ def main(argv: list[str], root: Path = ROOT) -> int:
             _install(data, logs.joinpath(*path.parts[1:]))
         print(f"logs: {logs.relative_to(root)}/")
     if (back / "log.txt").is_file():
-        print("".join(io.StringIO((back / "log.txt").read_text()).readlines()[-8:]), end="")
+        print("\n".join((back / "log.txt").read_text().splitlines()[-8:]))
     print()
     carry = [".gpu"] + [str(p.relative_to(root)) for f in folders for p in sorted((root / f).glob("checkpoints/*.pt"))
                         if "-epoch" not in p.stem and (load(root / f / f"{p.stem}.json") or {}).get("status")

@@ -137,16 +137,6 @@ def setup(records: str) -> Path:
     return rec
 
 
-def mps_servers(control: str, env: dict) -> list[str]:
-    """The MPS servers the control daemon at ``env``'s pipe directory reports ([] if none answers)."""
-    try:
-        out = subprocess.run([control], input="get_server_list\n", env=env, capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
-
-
 def start_mps() -> dict:
     """The environment of this command's CUDA processes: MPS's ({} without), the daemon started once.
 
@@ -168,7 +158,8 @@ def start_mps() -> dict:
     if (w / "mps-failed").exists():
         say(f"MPS: off (it did not work on this machine: {(w / 'mps-failed').read_text().strip()[:200]})")
         return {}
-    if mps_servers(control, full):
+    from akt_lib.utils import mps_servers
+    if mps_servers(full):
         return env
     for d in env.values():
         Path(d).mkdir(parents=True, exist_ok=True)
@@ -181,7 +172,7 @@ def start_mps() -> dict:
                                 timeout=180)
     except subprocess.TimeoutExpired as e:
         started, probed = None, e
-    servers = mps_servers(control, full) if started == 0 else []
+    servers = mps_servers(full) if started == 0 else []
     if servers:
         say(f"MPS: on (server {', '.join(servers)}, pipe {env['CUDA_MPS_PIPE_DIRECTORY']}). A fatal GPU error in "
             "one run ends every run under it")
@@ -229,8 +220,11 @@ def runs_of(zsq_args: list[str]) -> set[tuple[str, str, str]]:
     >>> sorted(runs_of(["adadfq+akt", "--bits=w4a4", "--seed", "1", "2", "--jobs", "2"]))
     [('adadfq+akt', 'w4a4', '1'), ('adadfq+akt', 'w4a4', '2')]
     """
+    return _runs(parse_run(zsq_args))
+
+
+def _runs(args: argparse.Namespace) -> set[tuple[str, str, str]]:
     from akt_lib.experiments import EXPERIMENTS
-    args = parse_run(zsq_args)
     return {(n, b, str(seed)) for n in args.names for b in (args.bits or EXPERIMENTS[n].bits) for seed in args.seeds}
 
 
@@ -245,7 +239,8 @@ def clashes(mine: set, theirs: set) -> list[tuple[str, str, str]]:
 
 def side_by_side(zsq_args: list[str]) -> int:
     """How many of a command line's runs train at once: its --jobs, at most its runs."""
-    return min(parse_run(zsq_args).jobs, max(1, len(runs_of(zsq_args))))
+    args = parse_run(zsq_args)
+    return min(args.jobs, max(1, len(_runs(args))))
 
 
 def cmd_start(args) -> int:
