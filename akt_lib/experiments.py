@@ -301,6 +301,10 @@ def newest_per_seed(records: list[dict]) -> list[dict]:
         >>> [(r["seed"], r["created"]) for r in newest_per_seed(rs)]
         [(0, '2026-01-01'), (1, '2026-01-03')]
     """
+    bad = [r for r in records if not isinstance(r, dict) or not isinstance(r.get("seed"), int)]
+    if bad:
+        raise ValueError(f"newest_per_seed takes run records (records.load_records), each with an int 'seed'; "
+                         f"got {str(bad[0])[:80]}")
     newest = {r["seed"]: r for r in sorted(records, key=lambda r: str(r.get("created", "")))}
     return sorted(newest.values(), key=lambda r: r["seed"])
 

@@ -557,6 +557,10 @@ def test_results_table_counts_a_seed_once_however_many_copies_of_its_record(tmp_
         (tmp_path / folder / "x.json").write_text(json.dumps(rec))
     row = next(r for r in lx.results_table("paper", folder=tmp_path, names=["faqd-fa"]) if r["bits"] == "W4A4")
     assert row["seeds"] == 1 and row["final"] == "80.00"
+    from akt_lib.experiments import newest_per_seed
+    for bad in ([{"created": "x"}], [{"seed": "0"}], ["not a record"]):
+        with pytest.raises(ValueError, match="takes run records"):
+            newest_per_seed(bad)
 
 
 def test_results_table_gives_the_delta_to_the_baseline_at_the_best_and_the_final_epoch(tmp_path):
