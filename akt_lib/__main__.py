@@ -6,7 +6,8 @@ Commands (each is a module's ``main(argv)``; ``python -m akt_lib <command> --hel
 * ``zsq``     – run named zero-shot quantization experiments (``akt_lib.experiments``, chapters 3–5)
 * ``labelfree`` – run named label-free QAT distillation experiments (``akt_lib.labelfree_experiments``, chapters 6–7)
 * ``bench``   – time eager vs compiled training steps and concurrent runs (``akt_lib.bench``, appendix)
-* ``fastcheck`` – a short zero-shot run eager (twice) and compiled, compared by accuracy (``akt_lib.fastcheck``, appendix)
+* ``fastcheck`` – a short zero-shot run eager (twice) and compiled, compared by accuracy
+  (``akt_lib.fastcheck``, appendix)
 
 ``run`` of ``zsq`` and ``labelfree`` takes ``--jobs N`` to run rows × seeds side by side (``akt_lib.runner``).
 """

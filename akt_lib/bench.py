@@ -566,7 +566,8 @@ def markdown_table(record: dict) -> str:
         if modes:
             cells.append(" / ".join(f"{by_mode[m]['compile_s']:.0f}" if m in by_mode else "—" for m in modes))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nMeasured on {record['device']}, torch {record['torch']}, profile \"{record['profile']}\"."
+    return ("\n".join(lines)
+            + f"\n\nMeasured on {record['device']}, torch {record['torch']}, profile \"{record['profile']}\".")
 
 
 #: The paper-schedule row each zero-shot case stands for (AdaDFQ's case runs at AKT's batch 200,
@@ -591,7 +592,8 @@ def row_minutes(record: dict) -> list[dict]:
         >>> rec = {"cases": [{"case": "akt", "batch_size": 200, "eager_ms": 45.0, "fast_mode": "compile",
         ...                   "fast_ms": 30.0}, {"case": "teacher", "batch_size": 512, "eager_ms": 9.0}]}
         >>> row_minutes(rec)
-        [{'case': 'akt', 'row': 'adadfq+akt', 'iterations': 40000, 'eager_min': 30.0, 'fast_min': 20.0, 'fast_mode': 'compile'}]
+        [{'case': 'akt', 'row': 'adadfq+akt', 'iterations': 40000, 'eager_min': 30.0, 'fast_min': 20.0,
+          'fast_mode': 'compile'}]
     """
     from .experiments import EXPERIMENTS, experiment_config
 
@@ -644,7 +646,8 @@ def agreement_markdown(record: dict) -> str:
         | gdfq | eager (again) | 60 | 0.0e+00 | 1.0e-04 |
         | gdfq | compile | 60 | 1.0e-03 | 2.0e-02 |
     """
-    lines = ["| step | mode | steps compared | first step: rel. diff | max rel. diff |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| step | mode | steps compared | first step: rel. diff | max rel. diff |",
+             "| --- | --- | --- | --- | --- |"]
     for r in record["cases"]:
         for f in ([{"mode": "eager (again)", **r["eager_repeat"]}] if "eager_repeat" in r else []) + r.get("fast", []):
             if "max_rel_diff" in f:
@@ -706,8 +709,8 @@ def trace_markdown(record: dict, case: str, modes: Sequence[str] | None = None) 
         t = traces[mode]
         share = 100.0 * t["device_ms_per_step"] / t["wall_ms_per_step"]
         lines = [f"**{mode}**: {t['wall_ms_per_step']:.1f} ms per step (wall), {t['device_ms_per_step']:.1f} ms of it "
-                 f"on the {t['timer']} timer ({share:.0f} %)", "", "| operator / kernel | ms per step | calls per step |",
-                 "| --- | --- | --- |"]
+                 f"on the {t['timer']} timer ({share:.0f} %)", "",
+                 "| operator / kernel | ms per step | calls per step |", "| --- | --- | --- |"]
         lines += [f"| {e['name'][:90].replace('|', '/')} | {e['ms_per_step']:.2f} | {e['calls_per_step']:.1f} |"
                   for e in t["top"]]
         blocks.append("\n".join(lines))

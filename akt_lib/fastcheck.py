@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m akt_lib fastcheck NAME --bits B [--profile short] [--seed S] [--fast compile] ...``."""
     p = argparse.ArgumentParser(prog="python -m akt_lib fastcheck", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("name", help=f"a zero-shot training row: {', '.join(n for n, e in EXPERIMENTS.items() if e.kind == 'zsq')}")
+    rows = ", ".join(n for n, e in EXPERIMENTS.items() if e.kind == "zsq")
+    p.add_argument("name", help=f"a zero-shot training row: {rows}")
     p.add_argument("--bits", required=True, help="one bit-width of the row, lower case, e.g. w4a4")
     p.add_argument("--profile", default="short", choices=list(PROFILES),
                    help="smoke: a CPU-seconds code check; short: a tenth of the papers' schedule; paper: all of it")

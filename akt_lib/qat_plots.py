@@ -21,7 +21,8 @@ import torch
 try:
     import matplotlib.pyplot as plt
 except ImportError as e:  # matplotlib is in the [book] and [test] extras, not a core dependency
-    raise ImportError("akt_lib.qat_plots needs matplotlib: pip install 'akt_lib[book]' (or pip install matplotlib)") from e
+    raise ImportError("akt_lib.qat_plots needs matplotlib: "
+                      "pip install 'akt_lib[book]' (or pip install matplotlib)") from e
 
 from .plots import _axes  # one definition of the shared helper
 
@@ -166,7 +167,8 @@ def plot_affinity_grid(affinities: Mapping[str, Sequence[torch.Tensor]], stage_n
         The figure (its axes are ``fig.axes``; the last one is the colour bar).
 
     Examples:
-        >>> fig = plot_affinity_grid({"teacher": [torch.eye(16), torch.eye(4)], "student": [torch.ones(16, 16), torch.eye(4)]})
+        >>> fig = plot_affinity_grid({"teacher": [torch.eye(16), torch.eye(4)],
+        ...                           "student": [torch.ones(16, 16), torch.eye(4)]})
         >>> len(fig.axes), fig.axes[1].get_title()
         (5, 'stage 2  (2×2)')
         >>> plt.close("all")

@@ -256,7 +256,7 @@ def run_jobs(jobs: Sequence[Job], max_parallel: int, log_dir: str | Path, *, thr
         stop.__enter__()
         while pending or running:
             if stop.count == 1 and pending:  # stop cleanly: the children were told; nothing new starts
-                for i, job in pending:
+                for i, _job in pending:
                     not_started(i)
                 pending = []
                 if progress:

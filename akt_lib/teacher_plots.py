@@ -33,7 +33,8 @@ from .records import commit_of
 from .utils import check_int
 
 __all__ = ["config_table_markdown", "model_card_markdown", "show_image_grid", "plot_lr_schedule",
-           "plot_training_curve", "recipe_runs_markdown", "plot_recipe_runs", "plot_layer_strips", "plot_per_class_accuracy", "plot_class_probabilities"]
+           "plot_training_curve", "recipe_runs_markdown", "plot_recipe_runs", "plot_layer_strips",
+           "plot_per_class_accuracy", "plot_class_probabilities"]
 
 
 def _cell(value) -> str:
@@ -289,7 +290,8 @@ def recipe_runs_markdown(runs: Mapping[str, Mapping]) -> str:
     for label, r in runs.items():
         c = r["config"]
         cells = [label, r["arch"], c["epochs"], c["batch_size"], c["lr"], f"{r['final_acc']:.2f}",
-                 f"{r['best_acc']:.2f} ({r['best_epoch']})", f"{statistics.median(h['train_s'] for h in r['history']):.2f}",
+                 f"{r['best_acc']:.2f} ({r['best_epoch']})",
+                 f"{statistics.median(h['train_s'] for h in r['history']):.2f}",
                  f"{r['wall_time_s']:.0f}", r["device"]]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)

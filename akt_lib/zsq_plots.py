@@ -387,8 +387,8 @@ def html_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | No
         The HTML source, one ``<table>``.
 
     Examples:
-        >>> html_table([{"method": "gdfq", "best": "not run"}, {"method": "a<b", "best": 1.5}])
-        '<table><thead><tr><th>method</th><th>best</th></tr></thead><tbody><tr><td>gdfq</td><td>not run</td></tr><tr><td>a&lt;b</td><td>1.5</td></tr></tbody></table>'
+        >>> html_table([{"x": "a<b", "y": 1.5}])
+        '<table><thead><tr><th>x</th><th>y</th></tr></thead><tbody><tr><td>a&lt;b</td><td>1.5</td></tr></tbody></table>'
     """
     if not rows:
         raise ValueError("rows is empty: nothing to tabulate")

@@ -128,10 +128,12 @@ def test_bench_times_several_fast_modes_in_one_run_with_their_loss_curves(tmp_pa
                        "--name", "modes"])
     assert code == 0
     record = json.loads((tmp_path / "modes.json").read_text())
-    assert record["name"] == "modes" and record["status"] == "complete" and record["config"]["modes"] == ["off", "compile"]
+    assert record["name"] == "modes" and record["status"] == "complete"
+    assert record["config"]["modes"] == ["off", "compile"]
     (row,) = record["cases"]
     (fast,) = row["fast"]
-    assert fast["mode"] == row["fast_mode"] == "compile" and fast["speedup"] == pytest.approx(row["eager_ms"] / fast["ms"])
+    assert fast["mode"] == row["fast_mode"] == "compile"
+    assert fast["speedup"] == pytest.approx(row["eager_ms"] / fast["ms"])
     assert len(row["eager_losses"]) == len(fast["losses"]) == 3 and fast["steps"] == 3
     assert fast["max_rel_diff"] < 1e-5
     assert "compile ms/it" in bench.markdown_table(record)

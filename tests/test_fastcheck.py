@@ -54,7 +54,8 @@ def test_runs_that_never_started_leave_the_check_unfinished(tmp_path, monkeypatc
     from akt_lib.runner import JobResult
 
     monkeypatch.setattr(fastcheck, "run_jobs", lambda jobs, *a, **k: [
-        JobResult(j.name, j.argv, None if i else STOPPED, 0.0, 0.0, 0.0, tmp_path / "x.log") for i, j in enumerate(jobs)])
+        JobResult(j.name, j.argv, None if i else STOPPED, 0.0, 0.0, 0.0, tmp_path / "x.log")
+        for i, j in enumerate(jobs)])
     argv = ["gdfq", "--bits", "w4a4", "--profile", "smoke", "--device", "cpu", "--out", str(tmp_path / "c")]
     assert fastcheck.main(argv) == STOPPED
     assert "not finished: off (not started), off-again (not started), compile (not started)" in capsys.readouterr().out

@@ -196,7 +196,8 @@ def test_commit_from_the_environment_wins(monkeypatch):
     monkeypatch.delenv("AKT_COMMIT", raising=False)
     here = git_commit()
     monkeypatch.setenv("AKT_COMMIT", "0123abc")
-    assert git_commit() == "0123abc" and new_record("zsq", "x", "cifar10-jpeg", {}, 0, "smoke", "cpu")["commit"] == "0123abc"
+    assert git_commit() == "0123abc"
+    assert new_record("zsq", "x", "cifar10-jpeg", {}, 0, "smoke", "cpu")["commit"] == "0123abc"
     monkeypatch.setenv("AKT_COMMIT", "")
     assert git_commit() == here
 

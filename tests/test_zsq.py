@@ -150,7 +150,8 @@ def test_config_refuses_none_counts(name, low):
 def test_experiment_profiles_keep_the_reference_calibration():
     paper = experiment_config("gdfq", "w4a4", "paper")
     short = experiment_config("gdfq", "w4a4", "short")
-    assert (paper.epochs, paper.iters_per_epoch, paper.batch_size, paper.lr_milestones) == (400, 200, 200, (100, 200, 300))
+    assert (paper.epochs, paper.iters_per_epoch, paper.batch_size) == (400, 200, 200)
+    assert paper.lr_milestones == (100, 200, 300)
     assert (short.epochs, short.iters_per_epoch, short.warmup_epochs, short.lr_milestones) == (40, 200, 4, (10, 20, 30))
     akt = experiment_config("adadfq+akt", "w3a3", "paper")
     assert (akt.epochs, akt.batch_size, akt.rfd, akt.generator_loss) == (200, 200, "released", "adadfq")

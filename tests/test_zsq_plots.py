@@ -198,7 +198,8 @@ def test_rows_by_bits_one_panel_per_bit_width_in_the_given_order():
 def test_html_table_orders_escapes_and_validates():
     from akt_lib.zsq_plots import html_table
 
-    rows = [{"experiment": "gdfq", "bits": "W4A4", "paper": "90.25"}, {"experiment": "x&y", "bits": "W5A5", "paper": "—"}]
+    rows = [{"experiment": "gdfq", "bits": "W4A4", "paper": "90.25"},
+            {"experiment": "x&y", "bits": "W5A5", "paper": "—"}]
     out = html_table(rows, columns=["paper", "experiment"])
     assert out.startswith("<table><thead><tr><th>paper</th><th>experiment</th></tr></thead>")
     assert "<td>x&amp;y</td>" in out and "W4A4" not in out
