@@ -52,8 +52,9 @@ def resolve_fast(mode: str, device: torch.device | str, cuda_auto: str = "compil
     Args:
         mode: one of ``FAST_MODES``.
         device: where the step runs.
-        cuda_auto: what ``"auto"`` means on CUDA for this trainer: the fastest mode that has been
-            measured *and* checked against eager for it (``"compile"`` unless a trainer says more).
+        cuda_auto: what ``"auto"`` means on CUDA for this trainer: the fastest mode measured for it
+            (``"compile"`` unless a trainer says more; the module docstring says which modes have also
+            been checked against eager, and which are assumed to behave like a checked one).
 
     Returns:
         ``"auto"`` resolved: ``cuda_auto`` on CUDA, ``"off"`` otherwise; other modes unchanged.
