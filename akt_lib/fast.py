@@ -83,10 +83,17 @@ def resolve_fast(mode: str, device: torch.device | str, cuda_auto: str = "compil
 
 
 class _Compiled:
-    """A compiled callable that can fall back to eager once, with a warning (``"auto"`` only)."""
+    """A compiled callable that can fall back to eager once, with a warning (``"auto"`` only).
 
-    def __init__(self, fn: Callable, compiled: Callable, name: str, fallback: bool):
-        self.fn, self.compiled, self.name, self.fallback = fn, compiled, name, fallback
+    With ``fullgraph=True`` the whole function is compiled before any of it runs, so the eager
+    rerun after a failure is exact. With ``fullgraph=False`` Dynamo compiles and runs it piece by
+    piece: a failure in a later piece comes after the earlier ones ran, and the eager rerun repeats
+    them once (for an optimizer step: some parameters updated twice in that one step). The warning
+    says so; the run's record notes the fallback (``record_fallbacks``).
+    """
+
+    def __init__(self, fn: Callable, compiled: Callable, name: str, fallback: bool, fullgraph: bool = True):
+        self.fn, self.compiled, self.name, self.fallback, self.fullgraph = fn, compiled, name, fallback, fullgraph
         self.first = True
         self.fallback_error: str | None = None  # set when "auto" fell back to eager
 
@@ -96,11 +103,14 @@ class _Compiled:
         self.first = False
         try:
             return self.compiled(*args, **kwargs)
-        except Exception as e:  # compile-time failures happen before the step has run
+        except Exception as e:  # with fullgraph, compile-time failures happen before the step has run
             if not self.fallback:
                 raise
-            warnings.warn(f"torch.compile failed for {self.name} ({type(e).__name__}: {e}); running it eagerly. "
-                          "Pass fast='off' to silence this, or report it with your torch version.",
+            partly = ("" if self.fullgraph else
+                      " It compiles in pieces (fullgraph=False): the pieces that ran before the failure run "
+                      "again in this one step.")
+            warnings.warn(f"torch.compile failed for {self.name} ({type(e).__name__}: {e}); running it eagerly."
+                          f"{partly} Pass fast='off' to avoid this, or report it with your torch version.",
                           RuntimeWarning, stacklevel=2)
             self.compiled = self.fn
             self.fallback_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -130,7 +140,7 @@ def compile_step(fn: Callable, mode: str, name: str = "step", fallback: bool = F
     backend = os.environ.get("AKT_COMPILE_BACKEND", "inductor")
     options = {"mode": "reduce-overhead"} if mode == "cudagraphs" and backend == "inductor" else {}
     compiled = torch.compile(fn, fullgraph=fullgraph, dynamic=False, backend=backend, **options)
-    return _Compiled(fn, compiled, name, fallback)
+    return _Compiled(fn, compiled, name, fallback, fullgraph)
 
 
 def fallbacks(*steps: Callable) -> dict[str, str]:

@@ -78,6 +78,40 @@ def test_graph_break_is_an_error_unless_falling_back():
     assert list(failed) == ["breaks"] and failed["breaks"]
 
 
+def _second_piece_fails(gm, example_inputs):
+    """A Dynamo backend that runs the first graph it is given and fails to compile the second."""
+    _second_piece_fails.graphs += 1
+    if _second_piece_fails.graphs > 1:
+        raise RuntimeError("no kernel for piece two")
+    return gm.forward
+
+
+def test_fallback_of_a_step_compiled_in_pieces_says_what_ran_twice(monkeypatch):
+    # fullgraph=False (GI's optimizer step, the label-free loss): the first piece has already run
+    # when the second fails to compile, so the eager rerun repeats it. The warning must say so.
+    torch._dynamo.register_backend(_second_piece_fails, "akt_test_second_piece_fails")
+    monkeypatch.setenv("AKT_COMPILE_BACKEND", "akt_test_second_piece_fails")
+    _second_piece_fails.graphs = 0
+    counter = torch.zeros(())
+
+    def update(x):
+        counter.add_(1)                  # piece one: a state update
+        torch._dynamo.graph_break()
+        return x * 3                     # piece two
+
+    stepped = compile_step(update, "compile", "pieces", fallback=True, fullgraph=False)
+    with pytest.warns(RuntimeWarning, match=r"(?s)compile failed for pieces.*run again in this one step"):
+        out = stepped(torch.ones(2))
+    torch.testing.assert_close(out, torch.full((2,), 3.0))
+    assert counter.item() == 2           # the oracle: piece one ran compiled, then again eagerly
+    assert "BackendCompilerFailed" in fallbacks(stepped)["pieces"]
+    # Without fallback (an explicit mode) the same failure is raised, not papered over.
+    torch._dynamo.reset()
+    _second_piece_fails.graphs = 0
+    with pytest.raises(Exception, match="no kernel for piece two"):
+        compile_step(update, "compile", "pieces", fullgraph=False)(torch.ones(2))
+
+
 def test_compiled_step_matches_its_function():
     w = torch.randn(4, 4, requires_grad=True)
     x = torch.randn(5, 4)
