@@ -62,7 +62,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("gdfq+ait", "GDFQ + AIT: KL-only student loss, weight decay 0, gradient inundation",
                dict(student_loss="ait", weight_decay=0.0, inundation=True), bits=("w4a4", "w5a5"), baseline="gdfq"),
     Experiment("gdfq+akt", "GDFQ + AKT: GDFQ's student loss + 1000·RFD (the AdaDFQ+AKT term; no GDFQ+AKT code was "
-               "released, so the pairing is the library's)", dict(rfd="released"), baseline="gdfq", control="gdfq"),
+               "released, so the pairing is the library's) on GDFQ's schedule (batch 200, 400 epochs), so that "
+               "its baseline is its control", dict(rfd="released"), baseline="gdfq", control="gdfq"),
     Experiment("adadfq", "AdaDFQ: adaptive generator losses, entropy student loss (batch 16, 400 epochs)",
                dict(generator_loss="adadfq", student_loss="adadfq", **_ADADFQ_SCHEDULE)),
     Experiment("adadfq+akt", "AdaDFQ + AKT: L_KL + 1000·RFD summed over batch and layers (§2a, with working "
