@@ -119,6 +119,8 @@ class ZSQConfig:
     temperature: float = 20.0
     gdfq_bns_weight: float = 0.1
     inundation: bool = False
+    # GI's code-change target, ×lr_gamma at each of lr_milestones: AIT's --threshold_decay_ep and
+    # --threshold_decay_rate equal its LR schedule (§3a), so a profile that moves the one moves the other
     gi_threshold: float = 1e-3
     # schedule
     epochs: int = 400
