@@ -7,10 +7,14 @@
   ``load_split`` at its own (temporary) data, so no test sees another test's arrays.
 * ``jpeg_test_split`` / ``akamaster_path`` give the real offline assets (../shared), or skip
   with the reason when this machine does not have them.
+* ``check_rerun_skips_finished`` is the one check, for the zero-shot and the label-free runners
+  alike, that rerunning a finished row returns its record instead of training it again.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 
@@ -47,3 +51,34 @@ def akamaster_path() -> Path:
     if not path.is_file():
         pytest.skip(f"akamaster ResNet-20 checkpoint not found at {path} (set AKT_WEIGHTS_DIR to ../shared/weights)")
     return path
+
+
+@pytest.fixture
+def check_rerun_skips_finished(monkeypatch):
+    """``check(run, trainer_module, trainer_name, record_path, teacher)``.
+
+    ``run(teacher)`` runs one row (``run_experiment`` with the test's other arguments) and returns
+    what ``run_experiment`` returns. A clone holds the records, not the checkpoints, so the check
+    runs the row, deletes its checkpoints, and replaces the trainer (``trainer_module.trainer_name``)
+    by a recorder. Then rerunning the same row must return the record on disk, leave it untouched
+    and train nothing, and the same row with another teacher must train. The check returns the
+    list of seeds the recorder trained and the record's text as the first run wrote it, for further
+    cases of the caller's.
+    """
+    def check(run, trainer_module, trainer_name: str, record_path: Path, teacher) -> tuple[list, str]:
+        run(teacher)
+        on_disk = record_path.read_text()
+        for ckpt in (record_path.parent / "checkpoints").glob("*.pt"):
+            ckpt.unlink()
+        trained = []
+        monkeypatch.setattr(trainer_module, trainer_name,
+                            lambda config, **k: trained.append(config.seed) or (None, {"trained": 1}))
+        assert run(teacher) == json.loads(on_disk)
+        assert record_path.read_text() == on_disk and trained == []
+        other = copy.deepcopy(teacher)
+        with torch.no_grad():
+            next(other.parameters()).add_(1.0)
+        assert run(other) == {"trained": 1}
+        return trained, on_disk
+
+    return check

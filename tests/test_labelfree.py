@@ -241,25 +241,19 @@ def test_ewgs_update_reports_the_means_of_the_deltas_it_set(teacher, monkeypatch
     assert means["mean_delta_w"] == pytest.approx(sum(held) / len(held))
 
 
-def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tmp_path, monkeypatch):
+def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tmp_path, monkeypatch,
+                                                                      check_rerun_skips_finished):
     # As for the zero-shot rows (test_zsq): a finished run whose checkpoint is gone is not trained again.
     # The student starts from the row's own init (a quantized copy of the teacher, resolved by name).
     monkeypatch.setattr(lf, "SMOKE", {**lf.SMOKE, **TINY})
     monkeypatch.setattr(lf, "resolve_student_init", lambda config, teacher, name: ("fixture-init", teacher))
     kw = dict(profile="smoke", out_dir=tmp_path, progress=False, device="cpu")
-    lx.run_experiment("dorefa+sqakd", "w2a2", teacher=teacher, **kw)
-    path = tmp_path / "dorefa+sqakd-w2a2-cifar10-jpeg-seed0-smoke.json"
-    on_disk = path.read_text()
-    for ckpt in (tmp_path / "checkpoints").glob("*.pt"):
-        ckpt.unlink()
-    trained = []
-    monkeypatch.setattr(lx, "train_labelfree", lambda config, **k: trained.append(1) or (None, {"trained": 1}))
-    assert lx.run_experiment("dorefa+sqakd", "w2a2", teacher=teacher, **kw) == json.loads(on_disk)
-    assert path.read_text() == on_disk and trained == []
-    other = copy.deepcopy(teacher)
+    check_rerun_skips_finished(lambda t: lx.run_experiment("dorefa+sqakd", "w2a2", teacher=t, **kw),
+                               lx, "train_labelfree", tmp_path / "dorefa+sqakd-w2a2-cifar10-jpeg-seed0-smoke.json",
+                               teacher)
+    other = copy.deepcopy(teacher)  # another student init is another run too
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
-    assert lx.run_experiment("dorefa+sqakd", "w2a2", teacher=other, **kw) == {"trained": 1}
     assert lx.run_experiment("dorefa+sqakd", "w2a2", teacher=teacher, student=other, **kw) == {"trained": 1}
 
 

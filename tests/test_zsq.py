@@ -267,26 +267,17 @@ def test_zeroq_row_calibrates_on_distilled_data(teacher, tmp_path, monkeypatch):
         run_zeroq("w3a3", profile="smoke", teacher=teacher)
 
 
-def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tmp_path, monkeypatch):
+def test_a_rerun_returns_a_finished_record_instead_of_training_again(teacher, tmp_path, monkeypatch,
+                                                                      check_rerun_skips_finished):
     # A clone holds the records, not the checkpoints: rerunning the same line must not train a
     # finished run again and write over its record. Another teacher, seed or an unfinished record
     # is another matter: those train.
     import akt_lib.experiments as ex
 
     kw = dict(profile="smoke", out_dir=tmp_path, progress=False, device="cpu")
-    ex.run_experiment("gdfq", "w4a4", teacher=teacher, **kw)
     path = tmp_path / "gdfq-w4a4-cifar10-jpeg-seed0-smoke.json"
-    on_disk = path.read_text()
-    for ckpt in (tmp_path / "checkpoints").glob("*.pt"):
-        ckpt.unlink()
-    trained = []
-    monkeypatch.setattr(ex, "train_zsq", lambda config, **k: trained.append(config.seed) or (None, {"trained": 1}))
-    assert ex.run_experiment("gdfq", "w4a4", teacher=teacher, **kw) == json.loads(on_disk)
-    assert path.read_text() == on_disk and trained == []
-    other = copy.deepcopy(teacher)
-    with torch.no_grad():
-        next(other.parameters()).add_(1.0)
-    assert ex.run_experiment("gdfq", "w4a4", teacher=other, **kw) == {"trained": 1}
+    trained, on_disk = check_rerun_skips_finished(lambda t: ex.run_experiment("gdfq", "w4a4", teacher=t, **kw),
+                                                  ex, "train_zsq", path, teacher)
     assert ex.run_experiment("gdfq", "w4a4", seed=1, teacher=teacher, **kw) == {"trained": 1}
     path.write_text(json.dumps({**json.loads(on_disk), "status": "stopped"}))
     assert ex.run_experiment("gdfq", "w4a4", teacher=teacher, **kw) == {"trained": 1}
